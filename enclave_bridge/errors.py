@@ -8,8 +8,11 @@ Split by who must act::
     │   ├── NodeUnavailable     cannot reach the node (retry later)
     │   └── TransactionFailed   a transaction reverted or was refused
     ├── PoolError               the enclave pool could not serve a request
+    ├── AttestationRejected     a worker's evidence does not satisfy the verifier
     ├── WorkOrderError          the requester's input is wrong; carries an
     │                           EEA error code that goes back to the requester
+    ├── CryptoError             a decryption, key unwrap or signature check
+    │                           failed: tampered data or the wrong keys
     ├── StoreError              the database refused or lost an operation
     │   └── InvalidTransition   a work-order state change the state table forbids
     └── BugError                an invariant of tcbridge itself broke
@@ -49,6 +52,10 @@ class PoolError(TcbridgeError):
     """The enclave pool could not serve a request (crashed, timed out, closed)."""
 
 
+class AttestationRejected(TcbridgeError):
+    """A worker's attestation evidence is missing, invalid or not accepted by policy."""
+
+
 class WorkOrderError(TcbridgeError):
     """A work order is invalid; ``code`` is the EEA error code for the requester."""
 
@@ -56,6 +63,14 @@ class WorkOrderError(TcbridgeError):
         super().__init__(message)
         self.code = code
         self.field = field
+
+
+class CryptoError(TcbridgeError):
+    """Decryption, key unwrapping or a signature check failed.
+
+    The message never says which internal step failed where that would
+    help an attacker (for example RSA-OAEP padding versus length).
+    """
 
 
 class StoreError(TcbridgeError):
