@@ -1,0 +1,1 @@
+"""The Ethereum side of the bridge: JSON-RPC, event decoding, watcher, submitter."""
