@@ -1,0 +1,1 @@
+"""Alembic revisions of the work-order store, run by ``connector.store.migrate``."""
