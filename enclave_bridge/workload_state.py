@@ -1,0 +1,633 @@
+"""Workload state and work-order results, shared by every pool process.
+
+The interface (:class:`WorkloadStateStore`) is four calls:
+
+``load(worker_id, workload)``
+    the state committed so far for (worker identity, workload), with its
+    version (0 and ``None`` before the first commit);
+``result(order_key)``
+    the result committed for a work order, if any;
+``claimed_by(worker_id, request_hash)``
+    which order holds the claim on a request hash, if any;
+``commit(...)``
+    ONE atomic transaction that (a) stores the order's result keyed by
+    order key, (b) claims the request hash for that order if asked to, and
+    (c) replaces the state if the stored version still equals the version
+    the workload started from. It answers COMMITTED, ALREADY_COMMITTED (a
+    retry: the earlier result stands and nothing changes), DUPLICATE (the
+    request hash belongs to another order) or CONFLICT (another process
+    committed state in between: re-run the workload on the new state).
+
+:func:`execute_once` is the loop every caller runs around a work order: it
+returns a committed result instead of executing again, re-runs on a
+conflict, and turns a lost claim into a "duplicate request" answer. So a
+retried work order returns its committed result and never counts twice,
+and a worker serves one request hash once, whatever the source.
+
+:meth:`WorkloadStateStore.claim` is the claim on its own, for callers that
+must claim before they have a result: it succeeds for the first order and
+for a retry of the same order, and fails for any other order.
+
+Two implementations: :class:`SqliteWorkloadStateStore` (SQLAlchemy 2, sync
+engine, SQLite in WAL mode with a busy timeout; one store per process) and
+:class:`MemoryWorkloadStateStore` for unit tests. The tables are plain and
+keyed as the main work-order store keys things, so that store can absorb
+them later.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from enclave_bridge.errors import BugError, StoreError
+
+# A busy SQLite writer holds the lock for well under a millisecond per
+# commit; 10 s only matters when the disk stalls.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+# Conflicts need another process to commit the same (worker, workload) state
+# between our load and commit; more than a handful in a row means a bug.
+MAX_CONFLICT_RERUNS = 16
+
+metadata = MetaData()
+
+workload_state = Table(
+    "workload_state",
+    metadata,
+    Column("worker_id", String(64), primary_key=True),
+    Column("workload", String(128), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("state", Text, nullable=False),
+)
+
+work_order_result = Table(
+    "work_order_result",
+    metadata,
+    Column("order_key", String(256), primary_key=True),
+    Column("worker_id", String(64), nullable=False),
+    Column("request_hash", LargeBinary, nullable=True),
+    Column("status", Integer, nullable=False),
+    Column("response", LargeBinary, nullable=False),
+    Column("result_signature", LargeBinary, nullable=True),
+    Column("committed_at", Integer, nullable=False),
+)
+
+request_claim = Table(
+    "request_claim",
+    metadata,
+    Column("worker_id", String(64), primary_key=True),
+    Column("request_hash", LargeBinary, primary_key=True),
+    Column("order_key", String(256), nullable=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StateSnapshot:
+    version: int
+    state: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    """A work order's answer as committed: signed, ready to submit."""
+
+    order_key: str
+    worker_id: str
+    status: int
+    response: bytes
+    request_hash: bytes | None = None
+    result_signature: bytes | None = None
+
+
+class CommitOutcome(enum.Enum):
+    COMMITTED = "committed"
+    ALREADY_COMMITTED = "already-committed"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+
+
+class WorkloadStateStore(Protocol):
+    def load(self, worker_id: str, workload: str) -> StateSnapshot: ...
+
+    def result(self, order_key: str) -> StoredResult | None: ...
+
+    def claimed_by(self, worker_id: str, request_hash: bytes) -> str | None: ...
+
+    def claim(self, worker_id: str, request_hash: bytes, order_key: str) -> bool: ...
+
+    def commit(
+        self,
+        result: StoredResult,
+        *,
+        claim: bool,
+        workload: str | None = None,
+        expected_version: int = 0,
+        new_state: Mapping[str, Any] | None = None,
+    ) -> CommitOutcome: ...
+
+    def close(self) -> None: ...
+
+
+def encode_state(state: Mapping[str, Any]) -> str:
+    return json.dumps(state, sort_keys=True, separators=(",", ":"))
+
+
+# --- SQLite through SQLAlchemy ----------------------------------------------------
+
+
+class SqliteWorkloadStateStore:
+    """The store in one SQLite file, shared by every pool process (WAL mode).
+
+    SQLAlchemy owns the schema, the engine and the statements; the hot path
+    runs the statements, compiled once, on one DBAPI connection that the
+    store keeps (about 10 times cheaper than building each statement per
+    call, measured here). Writes take the write lock at BEGIN (``BEGIN
+    IMMEDIATE``), so two processes never deadlock upgrading a read lock;
+    waiting writers retry inside SQLite for :data:`SQLITE_BUSY_TIMEOUT_MS`.
+
+    One store per process and per thread: it is not thread-safe.
+    """
+
+    def __init__(self, path: Path | str, *, create: bool = True) -> None:
+        self.path = Path(path)
+        self.engine: Engine = create_engine(f"sqlite:///{self.path}")
+        event.listen(self.engine, "connect", _sqlite_on_connect)
+        with _translated(f"open the workload-state database {self.path}"):
+            if create:
+                with self.engine.begin() as conn:
+                    metadata.create_all(conn)
+            self._conn = self.engine.raw_connection()
+        self._sql = _Statements(self.engine.dialect)
+
+    def close(self) -> None:
+        self._conn.close()
+        self.engine.dispose()
+
+    def load(self, worker_id: str, workload: str) -> StateSnapshot:
+        with _translated("load workload state"):
+            row = self._one(
+                self._sql.load_state, worker_id=worker_id, workload=workload
+            )
+        if row is None:
+            return StateSnapshot(version=0, state=None)
+
+        return StateSnapshot(version=row[0], state=json.loads(row[1]))
+
+    def result(self, order_key: str) -> StoredResult | None:
+        with _translated("read a work-order result"):
+            row = self._one(self._sql.load_result, order_key=order_key)
+
+        return None if row is None else _stored(order_key, row)
+
+    def claimed_by(self, worker_id: str, request_hash: bytes) -> str | None:
+        with _translated("read a request-hash claim"):
+            row = self._one(
+                self._sql.claim_owner, worker_id=worker_id, request_hash=request_hash
+            )
+
+        return None if row is None else str(row[0])
+
+    def claim(self, worker_id: str, request_hash: bytes, order_key: str) -> bool:
+        with _translated("claim a request hash"), self._write():
+            row = self._one(
+                self._sql.claim_owner, worker_id=worker_id, request_hash=request_hash
+            )
+            if row is None:
+                self._run(
+                    self._sql.insert_claim,
+                    worker_id=worker_id,
+                    request_hash=request_hash,
+                    order_key=order_key,
+                )
+                return True
+
+        return str(row[0]) == order_key
+
+    def commit(
+        self,
+        result: StoredResult,
+        *,
+        claim: bool,
+        workload: str | None = None,
+        expected_version: int = 0,
+        new_state: Mapping[str, Any] | None = None,
+    ) -> CommitOutcome:
+        if claim and result.request_hash is None:
+            raise BugError("a claim needs the request hash")
+        if new_state is not None and workload is None:
+            raise BugError("committing state needs the workload name")
+
+        with _translated("commit a work-order result"), self._write() as tx:
+            outcome = self._commit_in(
+                result, claim, workload, expected_version, new_state
+            )
+            if outcome is not CommitOutcome.COMMITTED:
+                tx.rollback = True
+
+        return outcome
+
+    def _commit_in(
+        self,
+        result: StoredResult,
+        claim: bool,
+        workload: str | None,
+        expected_version: int,
+        new_state: Mapping[str, Any] | None,
+    ) -> CommitOutcome:
+        sql = self._sql
+        if self._one(sql.load_result, order_key=result.order_key) is not None:
+            return CommitOutcome.ALREADY_COMMITTED
+        if claim:
+            owner = self._one(
+                sql.claim_owner,
+                worker_id=result.worker_id,
+                request_hash=result.request_hash,
+            )
+            if owner is not None and str(owner[0]) != result.order_key:
+                return CommitOutcome.DUPLICATE
+            if owner is None:
+                self._run(
+                    sql.insert_claim,
+                    worker_id=result.worker_id,
+                    request_hash=result.request_hash,
+                    order_key=result.order_key,
+                )
+        if new_state is not None:
+            assert workload is not None
+            if not self._replace_state(
+                result.worker_id, workload, expected_version, encode_state(new_state)
+            ):
+                return CommitOutcome.CONFLICT
+        self._run(
+            sql.insert_result,
+            order_key=result.order_key,
+            worker_id=result.worker_id,
+            request_hash=result.request_hash,
+            status=result.status,
+            response=result.response,
+            result_signature=result.result_signature,
+            committed_at=int(time.time()),
+        )
+
+        return CommitOutcome.COMMITTED
+
+    def _replace_state(
+        self, worker_id: str, workload: str, expected_version: int, text: str
+    ) -> bool:
+        keys = {"worker_id": worker_id, "workload": workload}
+        if expected_version == 0:
+            if self._one(self._sql.load_state, **keys) is not None:
+                return False
+            self._run(self._sql.insert_state, **keys, version=1, state=text)
+            return True
+        changed = self._run(
+            self._sql.update_state,
+            **keys,
+            expected_version=expected_version,
+            new_version=expected_version + 1,
+            state=text,
+        )
+
+        return changed == 1
+
+    def _one(self, statement: _Prepared, **params: Any) -> tuple[Any, ...] | None:
+        cursor = self._conn.cursor()
+        try:
+            cursor.execute(statement.sql, statement.bind(params))
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+
+        return None if row is None else tuple(row)
+
+    def _run(self, statement: _Prepared, **params: Any) -> int:
+        cursor = self._conn.cursor()
+        try:
+            cursor.execute(statement.sql, statement.bind(params))
+            count = int(cursor.rowcount)
+        finally:
+            cursor.close()
+
+        return count
+
+    def _write(self) -> _WriteTransaction:
+        return _WriteTransaction(self._conn)
+
+
+class _WriteTransaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error or when asked to."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self.rollback = False
+
+    def __enter__(self) -> _WriteTransaction:
+        self._conn.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None and not self.rollback:
+            self._conn.execute("COMMIT")
+        else:
+            self._conn.execute("ROLLBACK")
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    sql: str
+    names: tuple[str, ...] | None  # positional parameter order, if positional
+
+    def bind(self, params: Mapping[str, Any]) -> Any:
+        if self.names is None:
+            return params
+        return tuple(params[name] for name in self.names)
+
+
+def _prepare(statement: Any, dialect: Any) -> _Prepared:
+    compiled = statement.compile(dialect=dialect)
+    names = tuple(compiled.positiontup) if dialect.positional else None
+
+    return _Prepared(sql=str(compiled), names=names)
+
+
+class _Statements:
+    """Every statement the store runs, compiled once for the engine's dialect."""
+
+    def __init__(self, dialect: Any) -> None:
+        s, r, k = workload_state.c, work_order_result.c, request_claim.c
+        p = bindparam
+        self.load_state = _prepare(
+            select(s.version, s.state).where(
+                s.worker_id == p("worker_id"), s.workload == p("workload")
+            ),
+            dialect,
+        )
+        self.insert_state = _prepare(
+            insert(workload_state).values(
+                worker_id=p("worker_id"),
+                workload=p("workload"),
+                version=p("version"),
+                state=p("state"),
+            ),
+            dialect,
+        )
+        self.update_state = _prepare(
+            update(workload_state)
+            .where(
+                s.worker_id == p("worker_id"),
+                s.workload == p("workload"),
+                s.version == p("expected_version"),
+            )
+            .values(version=p("new_version"), state=p("state")),
+            dialect,
+        )
+        self.load_result = _prepare(
+            select(
+                r.worker_id, r.request_hash, r.status, r.response, r.result_signature
+            ).where(r.order_key == p("order_key")),
+            dialect,
+        )
+        self.insert_result = _prepare(
+            insert(work_order_result).values(
+                {col.name: p(col.name) for col in work_order_result.columns}
+            ),
+            dialect,
+        )
+        self.claim_owner = _prepare(
+            select(k.order_key).where(
+                k.worker_id == p("worker_id"), k.request_hash == p("request_hash")
+            ),
+            dialect,
+        )
+        self.insert_claim = _prepare(
+            insert(request_claim).values(
+                worker_id=p("worker_id"),
+                request_hash=p("request_hash"),
+                order_key=p("order_key"),
+            ),
+            dialect,
+        )
+
+
+def _stored(order_key: str, row: tuple[Any, ...]) -> StoredResult:
+    return StoredResult(
+        order_key=order_key,
+        worker_id=row[0],
+        request_hash=row[1],
+        status=row[2],
+        response=row[3],
+        result_signature=row[4],
+    )
+
+
+@contextlib.contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """The one place where database errors become StoreError."""
+    try:
+        yield
+    except (sqlite3.Error, SQLAlchemyError) as exc:
+        raise StoreError(
+            f"cannot {action}: {exc}; is the state database on a local disk and "
+            "writable, and is another program holding a lock on it?"
+        ) from exc
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Transactions are explicit (BEGIN IMMEDIATE in _WriteTransaction); the
+    # driver's implicit BEGIN would be DEFERRED.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # WAL + NORMAL: a commit survives a process crash; the last commits may
+    # roll back on power loss, which the work-order retry path tolerates.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+# --- in memory -----------------------------------------------------------------
+
+
+class MemoryWorkloadStateStore:
+    """The same contract in one process's memory, for unit tests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._states: dict[tuple[str, str], tuple[int, str]] = {}
+        self._results: dict[str, StoredResult] = {}
+        self._claims: dict[tuple[str, bytes], str] = {}
+
+    def close(self) -> None:
+        pass
+
+    def load(self, worker_id: str, workload: str) -> StateSnapshot:
+        with self._lock:
+            found = self._states.get((worker_id, workload))
+        if found is None:
+            return StateSnapshot(version=0, state=None)
+        return StateSnapshot(version=found[0], state=json.loads(found[1]))
+
+    def result(self, order_key: str) -> StoredResult | None:
+        with self._lock:
+            return self._results.get(order_key)
+
+    def claimed_by(self, worker_id: str, request_hash: bytes) -> str | None:
+        with self._lock:
+            return self._claims.get((worker_id, request_hash))
+
+    def claim(self, worker_id: str, request_hash: bytes, order_key: str) -> bool:
+        with self._lock:
+            owner = self._claims.setdefault((worker_id, request_hash), order_key)
+        return owner == order_key
+
+    def commit(
+        self,
+        result: StoredResult,
+        *,
+        claim: bool,
+        workload: str | None = None,
+        expected_version: int = 0,
+        new_state: Mapping[str, Any] | None = None,
+    ) -> CommitOutcome:
+        with self._lock:
+            if result.order_key in self._results:
+                return CommitOutcome.ALREADY_COMMITTED
+            claim_key = (result.worker_id, result.request_hash or b"")
+            if (
+                claim
+                and self._claims.get(claim_key, result.order_key) != result.order_key
+            ):
+                return CommitOutcome.DUPLICATE
+            if new_state is not None:
+                if workload is None:
+                    raise BugError("committing state needs the workload name")
+                current = self._states.get((result.worker_id, workload), (0, ""))[0]
+                if current != expected_version:
+                    return CommitOutcome.CONFLICT
+                self._states[(result.worker_id, workload)] = (
+                    current + 1,
+                    encode_state(new_state),
+                )
+            if claim:
+                self._claims[claim_key] = result.order_key
+            self._results[result.order_key] = result
+        return CommitOutcome.COMMITTED
+
+
+# --- the loop around one work order -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """What one run of a work order produced, before it is committed."""
+
+    status: int
+    response: bytes
+    request_hash: bytes | None
+    result_signature: bytes | None
+    new_state: Mapping[str, Any] | None
+
+
+# execute(snapshot, claim_request) -> Execution. ``claim_request`` is the
+# processor's callback: True lets the workload run, False makes the
+# processor answer "duplicate request".
+Executor = Callable[[StateSnapshot | None, Callable[[bytes], bool]], Execution]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    result: StoredResult
+    # False when the result was committed earlier (a retry) and nothing ran.
+    executed: bool
+    reruns: int = 0
+
+
+def execute_once(
+    store: WorkloadStateStore,
+    *,
+    worker_id: str,
+    order_key: str,
+    workload: str | None,
+    stateful: bool,
+    execute: Executor,
+    on_start: Callable[[bytes], None] | None = None,
+) -> Outcome:
+    """Run a work order at most once to a committed result (see module doc).
+
+    ``on_start(request_hash)`` is called just before the workload would run
+    (the audit log hooks in there).
+    """
+    duplicate = False
+    for attempt in range(MAX_CONFLICT_RERUNS):
+        stored = store.result(order_key)
+        if stored is not None:
+            return Outcome(result=stored, executed=False, reruns=attempt)
+
+        snapshot = store.load(worker_id, workload) if stateful and workload else None
+        claimed: list[bytes] = []
+
+        def claim_request(
+            request_hash: bytes, _dup: bool = duplicate, _claimed: list[bytes] = claimed
+        ) -> bool:
+            if _dup:
+                return False
+            owner = store.claimed_by(worker_id, request_hash)
+            if owner not in (None, order_key):
+                return False
+            _claimed.append(request_hash)
+            if on_start is not None:
+                on_start(request_hash)
+            return True
+
+        run = execute(snapshot, claim_request)
+        result = StoredResult(
+            order_key=order_key,
+            worker_id=worker_id,
+            status=run.status,
+            response=run.response,
+            request_hash=run.request_hash,
+            result_signature=run.result_signature,
+        )
+        new_state = run.new_state if snapshot is not None else None
+        outcome = store.commit(
+            result,
+            claim=run.request_hash is not None and run.request_hash in claimed,
+            workload=workload,
+            expected_version=snapshot.version if snapshot is not None else 0,
+            new_state=new_state,
+        )
+        if outcome is CommitOutcome.COMMITTED:
+            return Outcome(result=result, executed=True, reruns=attempt)
+        if outcome is CommitOutcome.DUPLICATE:
+            duplicate = True
+    raise StoreError(
+        f"work order {order_key}: state kept changing under {MAX_CONFLICT_RERUNS} "
+        "runs; too many pool processes may be serving one stateful workload"
+    )
