@@ -1,0 +1,1 @@
+"""Tests of the pool side: EEA work orders, crypto, processor, workloads."""
