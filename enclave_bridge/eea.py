@@ -222,7 +222,7 @@ class WorkOrderErrorBody:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "code": self.code,
+            "code": int(self.code),
             "message": self.message,
             "data": {"workOrderId": self.work_order_id},
         }

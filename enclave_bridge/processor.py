@@ -550,7 +550,13 @@ class WorkOrderProcessor:
         response = {"jsonrpc": "2.0", "id": rpc_id, "error": body.to_json()}
         signer = self._signer_for(worker_id)
         return self._outcome(
-            refusal.code, response, request_hash, None, signer, target, refusal.stage
+            int(refusal.code),
+            response,
+            request_hash,
+            None,
+            signer,
+            target,
+            refusal.stage,
         )
 
     def _signer_for(self, worker_id: Any) -> WorkerKeys | None:
