@@ -1,0 +1,1164 @@
+"""``WorkOrderStore``: the async API over the store's tables.
+
+Every method runs in its own database transaction and is idempotent,
+keyed by (chain id, contract, order key): calling it again after a crash
+or a retry changes nothing more. Every work-order state change goes
+through ``_move``, which checks the change against ``connector.states``
+and writes it with a WHERE on the state it checked, so when two processes
+race for one order exactly one of them moves it.
+
+SQLAlchemy and driver exceptions become ``StoreError`` in one place,
+``_transaction``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from connector.states import (
+    MAX_ATTEMPTS,
+    State,
+    check_transition,
+    sources_of,
+)
+from connector.store import models as m
+from connector.store.locks import RoleLocks
+from connector.store.records import (
+    BadLog,
+    Checkpoint,
+    Fees,
+    NewOrder,
+    OrderRef,
+    Recorded,
+    Released,
+    StoredOrder,
+    StoredResult,
+    StoredTransaction,
+    as_bytes,
+    as_id,
+    chain_key,
+    contract_key,
+)
+from enclave_bridge.errors import BugError, InvalidTransition, StoreError
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+# The stream name the work-order watchers use unless they read several.
+DEFAULT_STREAM = "work_orders"
+# Block hashes a checkpoint remembers; deeper than any reorg that a chain
+# with the confirmations we wait for has shown, so the fork point is found.
+RECENT_BLOCKS_KEPT = 256
+# Bound on the values in one IN (...) list (SQLite caps bound parameters).
+_CHUNK = 500
+
+WO = m.WorkOrder
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class NonceReservation:
+    """A nonce allocated inside an open transaction, waiting for its raw tx.
+
+    Obtained from ``WorkOrderStore.reserve_nonce``; ``record`` stores the
+    signed transaction in the same database transaction as the allocation,
+    so after a crash either both exist or neither does.
+    """
+
+    def __init__(
+        self,
+        store: WorkOrderStore,
+        session: AsyncSession,
+        chain_id: str,
+        sender: str,
+        nonce: int,
+    ) -> None:
+        self._store = store
+        self._session = session
+        self.chain_id = chain_id
+        self.sender = sender
+        self.nonce = nonce
+        self.recorded = False
+
+    async def record(
+        self,
+        raw: bytes,
+        tx_hash: bytes | str,
+        orders: Sequence[OrderRef],
+        fees: Fees | None = None,
+    ) -> None:
+        """Store the signed transaction for this nonce and the orders it carries."""
+        if self.recorded:
+            raise BugError("a nonce reservation records exactly one transaction")
+        await self._store._insert_transaction(
+            self._session,
+            self.chain_id,
+            self.sender,
+            self.nonce,
+            raw,
+            as_bytes(tx_hash),
+            orders,
+            fees or Fees(),
+        )
+        self.recorded = True
+
+
+class WorkOrderStore:
+    """The work-order store on one database; open it with ``open_store``."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Clock = utc_now) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._clock = clock
+        self._dialect = engine.dialect.name
+        self._locks = RoleLocks(engine)
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._dialect
+
+    # -- events and checkpoints (the watcher) ---------------------------------
+
+    async def record_events(
+        self,
+        chain_id: int | str,
+        contract: str,
+        orders: Sequence[NewOrder],
+        malformed: Sequence[BadLog] = (),
+        *,
+        checkpoint_block: int,
+        recent_hashes: Mapping[int, bytes | str] | None = None,
+        stream: str = DEFAULT_STREAM,
+        last_tx_id: str | None = None,
+    ) -> Recorded:
+        """Record confirmed events and advance the checkpoint, in ONE transaction.
+
+        New orders are inserted (RECEIVED, or SKIPPED); an order already
+        stored is left alone, except an ORPHANED one, which goes back to
+        RECEIVED (keeping its result when its request is unchanged).
+        ``recent_hashes`` (block number -> hash) is merged into what the
+        checkpoint remembers; hashes older than ``RECENT_BLOCKS_KEPT`` blocks
+        behind ``checkpoint_block``, or above it, are dropped.
+        """
+        chain, where = chain_key(chain_id), contract_key(contract)
+        now = self._clock()
+        rows = [_order_row(chain, where, order, now) for order in orders]
+
+        async with self._transaction() as session:
+            new_keys = await self._insert_orders(session, rows)
+            seen = [row for row in rows if row["order_key"] not in new_keys]
+            revived = await self._revive(session, chain, where, seen, now)
+            bad = await self._insert_malformed(session, chain, where, malformed, now)
+            await self._write_checkpoint(
+                session,
+                chain,
+                where,
+                stream,
+                checkpoint_block,
+                recent_hashes or {},
+                last_tx_id,
+                now,
+            )
+
+        new = []
+        for row in rows:
+            if row["order_key"] in new_keys and row["order_key"] not in new:
+                new.append(row["order_key"])
+                _log_move(row, State(row["state"]))
+        return Recorded(
+            new=[OrderRef(chain, where, key) for key in new],
+            revived=revived,
+            duplicates=len(rows) - len(new_keys) - len(revived),
+            malformed=bad,
+        )
+
+    async def get_checkpoint(
+        self, chain_id: int | str, contract: str, stream: str = DEFAULT_STREAM
+    ) -> Checkpoint | None:
+        """Where the watcher of this stream stopped, or None if it never ran."""
+        async with self._transaction() as session:
+            point = (
+                await session.execute(
+                    select(m.Checkpoint).where(
+                        m.Checkpoint.chain_id == chain_key(chain_id),
+                        m.Checkpoint.contract == contract_key(contract),
+                        m.Checkpoint.stream == stream,
+                    )
+                )
+            ).scalar_one_or_none()
+            if point is None:
+                return None
+            blocks = await session.execute(
+                select(m.CheckpointBlock.block_number, m.CheckpointBlock.block_hash)
+                .where(m.CheckpointBlock.checkpoint_id == point.id)
+                .order_by(m.CheckpointBlock.block_number)
+            )
+            hashes = {number: block_hash for number, block_hash in blocks}
+
+        return Checkpoint(point.block_number, hashes, point.last_tx_id)
+
+    async def orphan_from_block(
+        self, chain_id: int | str, contract: str, block_number: int
+    ) -> list[OrderRef]:
+        """Roll back everything seen at or above ``block_number`` (a reorg).
+
+        Open orders submitted in those blocks become ORPHANED (their results
+        are kept, should they re-appear); malformed-log records there are
+        dropped; every checkpoint of the contract at or above the block goes
+        back to ``block_number - 1`` and forgets the hashes from there up.
+        Returns the orphaned orders.
+        """
+        chain, where = chain_key(chain_id), contract_key(contract)
+        now = self._clock()
+
+        async with self._transaction() as session:
+            moved = await self._move(
+                session,
+                State.ORPHANED,
+                sources_of(State.ORPHANED) - {State.ORPHANED},
+                and_(
+                    WO.chain_id == chain,
+                    WO.contract == where,
+                    WO.block_number >= block_number,
+                ),
+                now,
+            )
+            await session.execute(
+                delete(m.MalformedLog).where(
+                    m.MalformedLog.chain_id == chain,
+                    m.MalformedLog.contract == where,
+                    m.MalformedLog.block_number >= block_number,
+                )
+            )
+            points = select(m.Checkpoint.id).where(
+                m.Checkpoint.chain_id == chain, m.Checkpoint.contract == where
+            )
+            await session.execute(
+                delete(m.CheckpointBlock).where(
+                    m.CheckpointBlock.checkpoint_id.in_(points),
+                    m.CheckpointBlock.block_number >= block_number,
+                )
+            )
+            await session.execute(
+                update(m.Checkpoint)
+                .where(
+                    m.Checkpoint.chain_id == chain,
+                    m.Checkpoint.contract == where,
+                    m.Checkpoint.block_number >= block_number,
+                )
+                .values(block_number=block_number - 1, last_tx_id=None, updated_at=now)
+            )
+
+        return [OrderRef(chain, where, row.order_key) for row in moved]
+
+    # -- claims and results (the pool) ----------------------------------------
+
+    async def claim_next(self, limit: int, claimer: str) -> list[StoredOrder]:
+        """Claim up to ``limit`` RECEIVED orders for ``claimer``, oldest first.
+
+        On PostgreSQL the candidates are picked with ``FOR UPDATE SKIP
+        LOCKED``, so concurrent claimers take disjoint sets without waiting;
+        on SQLite the single UPDATE runs under the database's one write
+        lock. Either way the WHERE on state makes a double claim impossible.
+        Each claim counts one attempt. An order that comes back with a
+        ``result`` was executed before (then orphaned): sign nothing new,
+        save that result again.
+        """
+        if limit <= 0:
+            return []
+        now = self._clock()
+        # A CTE, not a plain IN (subquery): PostgreSQL may rescan a subquery
+        # inside a join, and a rescan of a LIMIT ... SKIP LOCKED picks new
+        # rows each time (measured: a claim of 2 took 5). A locking CTE is
+        # evaluated exactly once.
+        candidates = (
+            select(WO.id)
+            .where(WO.state == State.RECEIVED.value)
+            .order_by(WO.updated_at, WO.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .cte("candidates")
+        )
+
+        async with self._transaction() as session:
+            moved = await self._move(
+                session,
+                State.CLAIMED,
+                {State.RECEIVED},
+                WO.id.in_(select(candidates.c.id)),
+                now,
+                claimed_by=claimer,
+                claimed_at=now,
+                attempts=WO.attempts + 1,
+            )
+            orders = await self._load(session, WO.id.in_([row.id for row in moved]))
+
+        return sorted(orders, key=lambda order: (order.updated_at, order.ref.order_key))
+
+    async def release_claims(
+        self, claimer: str | None = None, *, claimed_before: datetime | None = None
+    ) -> Released:
+        """Give back CLAIMED orders of a dead pool process (CLAIMED -> RECEIVED).
+
+        Selects the orders claimed by ``claimer``, or claimed before
+        ``claimed_before``, or both. Orders with a retry left go back to
+        RECEIVED; the others stay CLAIMED and are listed as exhausted: the
+        pool must sign an error result for them.
+        """
+        if claimer is None and claimed_before is None:
+            raise BugError("release_claims needs a claimer or a claim time")
+        conditions = [WO.state == State.CLAIMED.value]
+        if claimer is not None:
+            conditions.append(WO.claimed_by == claimer)
+        if claimed_before is not None:
+            conditions.append(WO.claimed_at < claimed_before)
+        now = self._clock()
+
+        async with self._transaction() as session:
+            moved = await self._move(
+                session,
+                State.RECEIVED,
+                {State.CLAIMED},
+                and_(*conditions),
+                now,
+                claimed_by=None,
+                claimed_at=None,
+            )
+            left = await session.execute(
+                select(WO.chain_id, WO.contract, WO.order_key).where(*conditions)
+            )
+            exhausted = [OrderRef(*row) for row in left]
+
+        return Released(
+            requeued=[OrderRef(r.chain_id, r.contract, r.order_key) for r in moved],
+            exhausted=exhausted,
+        )
+
+    async def save_result(
+        self,
+        ref: OrderRef,
+        *,
+        status: int,
+        response: bytes,
+        signature: bytes,
+        request_hash: bytes,
+        claimer: str | None = None,
+    ) -> State:
+        """Store the signed result of a claimed order: CLAIMED -> RESULT_READY.
+
+        The first result saved for an order is the one kept; saving again
+        (a retry, or the result of an order that was orphaned and re-claimed)
+        changes nothing and still moves the order on. An order orphaned
+        while it was being executed keeps the result and stays ORPHANED.
+        With ``claimer``, the order must be claimed by that process.
+        Returns the order's state afterwards.
+        """
+        now = self._clock()
+
+        async with self._transaction() as session:
+            row = await self._current(session, ref)
+            state = State(row.state)
+            if state is State.RESULT_READY:
+                return state
+            if claimer is not None and state is State.CLAIMED and row.claimed_by != claimer:
+                raise InvalidTransition(
+                    f"work order {row.work_order_id} is claimed by {row.claimed_by!r}, "
+                    f"not {claimer!r}: its claim was released and taken again"
+                )
+            await session.execute(
+                self._insert(m.Result)
+                .values(
+                    work_order_id=row.id,
+                    status=status,
+                    response=response,
+                    signature=signature,
+                    request_hash=request_hash,
+                    created_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["work_order_id"])
+            )
+            if state is State.ORPHANED:
+                return state
+            await self._move_one(session, row, State.RESULT_READY, now)
+
+        return State.RESULT_READY
+
+    async def get_order(self, ref: OrderRef) -> StoredOrder | None:
+        """One work order with its result, or None if the store never saw it."""
+        async with self._transaction() as session:
+            found = await self._load(session, _is(ref))
+
+        return found[0] if found else None
+
+    # -- submission (the submitter) -------------------------------------------
+
+    async def ready_results(
+        self, limit: int, chain_id: int | str | None = None
+    ) -> list[StoredOrder]:
+        """Orders in RESULT_READY with their results, oldest first."""
+        condition = WO.state == State.RESULT_READY.value
+        if chain_id is not None:
+            condition = and_(condition, WO.chain_id == chain_key(chain_id))
+
+        async with self._transaction() as session:
+            orders = await self._load(session, condition, limit=limit)
+
+        return orders
+
+    @asynccontextmanager
+    async def reserve_nonce(
+        self, chain_id: int | str, sender: str, *, node_nonce: int = 0
+    ) -> AsyncIterator[NonceReservation]:
+        """Allocate the next nonce and store its signed transaction atomically.
+
+        ::
+
+            async with store.reserve_nonce(chain, relayer, node_nonce=n) as slot:
+                raw, tx_hash = sign(nonce=slot.nonce)
+                await slot.record(raw, tx_hash, orders, fees)
+            broadcast(raw)   # only after the raw transaction is committed
+
+        ``node_nonce`` is the node's pending count for the sender; the nonce
+        handed out is never below it (so a fresh database, or transactions
+        sent by another tool, cannot make us reuse one). If the block raises
+        or never records, nothing is committed and the nonce is not used.
+        """
+        chain, who = chain_key(chain_id), contract_key(sender)
+
+        async with self._transaction() as session:
+            nonce = await self._allocate(session, chain, who, node_nonce)
+            reservation = NonceReservation(self, session, chain, who, nonce)
+            yield reservation
+            if not reservation.recorded:
+                raise BugError(
+                    f"nonce {nonce} of {who} was reserved but no transaction was "
+                    "recorded for it; the reservation is rolled back"
+                )
+
+    async def allocate_nonce(
+        self, chain_id: int | str, sender: str, *, node_nonce: int = 0
+    ) -> int:
+        """Allocate and commit the next nonce alone (prefer ``reserve_nonce``)."""
+        async with self._transaction() as session:
+            return await self._allocate(
+                session, chain_key(chain_id), contract_key(sender), node_nonce
+            )
+
+    async def record_fee_bump(
+        self,
+        chain_id: int | str,
+        sender: str,
+        nonce: int,
+        raw: bytes,
+        tx_hash: bytes | str,
+        fees: Fees,
+    ) -> None:
+        """Store a re-signed transaction for a nonce (higher fees), before sending it."""
+        chain, who, digest = chain_key(chain_id), contract_key(sender), as_bytes(tx_hash)
+        now = self._clock()
+
+        async with self._transaction() as session:
+            tx_id = (
+                await session.execute(
+                    update(m.Transaction)
+                    .where(*_tx_is(chain, who, nonce))
+                    .values(raw=raw, tx_hash=digest, updated_at=now, **_fee_values(fees))
+                    .returning(m.Transaction.id)
+                )
+            ).scalar_one_or_none()
+            if tx_id is None:
+                raise StoreError(
+                    f"no transaction is stored for nonce {nonce} of {who} on chain "
+                    f"{chain}: a fee bump needs the original recorded first"
+                )
+            await self._insert_hash(session, tx_id, raw, digest, fees, now)
+
+    async def set_transaction_state(
+        self,
+        chain_id: int | str,
+        sender: str,
+        nonce: int,
+        state: str,
+        *,
+        mined_hash: bytes | str | None = None,
+    ) -> None:
+        """Mark a nonce's transaction pending, mined, dropped or replaced."""
+        if state not in m.TX_STATES:
+            raise BugError(f"unknown transaction state {state!r}")
+        chain, who = chain_key(chain_id), contract_key(sender)
+        values: dict[str, Any] = {"state": state, "updated_at": self._clock()}
+        if mined_hash is not None:
+            values["mined_hash"] = as_bytes(mined_hash)
+
+        async with self._transaction() as session:
+            await session.execute(
+                update(m.Transaction).where(*_tx_is(chain, who, nonce)).values(**values)
+            )
+
+    async def get_transaction(
+        self, chain_id: int | str, sender: str, nonce: int
+    ) -> StoredTransaction | None:
+        """The transaction stored for one nonce, with every hash sent for it."""
+        chain, who = chain_key(chain_id), contract_key(sender)
+        async with self._transaction() as session:
+            found = await self._load_transactions(session, and_(*_tx_is(chain, who, nonce)))
+
+        return found[0] if found else None
+
+    async def pending_transactions(
+        self, chain_id: int | str, sender: str | None = None
+    ) -> list[StoredTransaction]:
+        """Transactions not yet mined, dropped or replaced, lowest nonce first."""
+        condition = and_(
+            m.Transaction.chain_id == chain_key(chain_id),
+            m.Transaction.state == "pending",
+        )
+        if sender is not None:
+            condition = and_(condition, m.Transaction.sender == contract_key(sender))
+
+        async with self._transaction() as session:
+            return await self._load_transactions(session, condition)
+
+    async def mark_submitted(self, refs: Sequence[OrderRef]) -> None:
+        """RESULT_READY -> SUBMITTED once the completion transaction is broadcast."""
+        await self._move_each(refs, State.SUBMITTED)
+
+    async def requeue_submission(self, refs: Sequence[OrderRef]) -> None:
+        """SUBMITTED -> RESULT_READY: the completion was dropped or reorged out."""
+        await self._move_each(refs, State.RESULT_READY)
+
+    async def mark_completed(self, ref: OrderRef, *, block_number: int) -> None:
+        """SUBMITTED -> COMPLETED: its successful completion event is confirmed."""
+        await self._move_each([ref], State.COMPLETED, completion_block=block_number)
+
+    async def mark_failed(
+        self,
+        ref: OrderRef,
+        *,
+        block_number: int,
+        error_code: int,
+        error_message: str | None = None,
+    ) -> None:
+        """SUBMITTED -> FAILED: its completion carrying an error status is confirmed."""
+        await self._move_each(
+            [ref],
+            State.FAILED,
+            completion_block=block_number,
+            error_code=error_code,
+            error_message=error_message,
+        )
+
+    async def cancel(self, ref: OrderRef) -> None:
+        """Any open state -> CANCELLED: the requester cancelled after its deadline."""
+        await self._move_each([ref], State.CANCELLED)
+
+    # -- statistics -----------------------------------------------------------
+
+    async def counts_by_state(self) -> dict[State, int]:
+        """How many work orders are in each state (every state listed)."""
+        async with self._transaction() as session:
+            rows = await session.execute(
+                select(WO.state, func.count()).group_by(WO.state)
+            )
+            counts = {State(state): count for state, count in rows}
+
+        return {state: counts.get(state, 0) for state in State}
+
+    async def oldest_age(self, state: State) -> float | None:
+        """Seconds since the longest-waiting order entered ``state``; None if none."""
+        async with self._transaction() as session:
+            oldest = (
+                await session.execute(
+                    select(func.min(WO.updated_at)).where(WO.state == state.value)
+                )
+            ).scalar_one_or_none()
+        if oldest is None:
+            return None
+        if oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+
+        return max(0.0, (self._clock() - oldest).total_seconds())
+
+    # -- roles ----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def role_lock(self, chain_id: int | str, role: str) -> AsyncIterator[bool]:
+        """Hold "the one ``role`` (watcher, submitter) of this chain", if free.
+
+        Yields True while this process holds it, False if another holds it.
+        PostgreSQL: a session advisory lock on a connection kept open for the
+        block. SQLite: an exclusive ``flock`` on a file beside the database.
+        """
+        async with self._locks.hold(f"{role}:{chain_key(chain_id)}") as held:
+            yield held
+
+    # -- internals ------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        try:
+            async with self._sessions.begin() as session:
+                yield session
+        except (SQLAlchemyError, OSError) as exc:
+            raise translate_error(exc) from exc
+
+    def _insert(self, model: type[m.Base]) -> Any:
+        dialect = postgresql if self._dialect == "postgresql" else sqlite
+        return dialect.insert(model)
+
+    async def _move(
+        self,
+        session: AsyncSession,
+        target: State,
+        sources: Iterable[State],
+        where: ColumnElement[bool],
+        now: datetime,
+        **values: Any,
+    ) -> list[Any]:
+        """THE state change: checked against the table, guarded by the old state.
+
+        Moves every order matching ``where`` whose state is one of
+        ``sources`` to ``target``; returns the moved rows (id, chain_id,
+        contract, order_key, work_order_id, block_number, tx_hash).
+        """
+        guards = []
+        for source in sorted(sources):
+            check_transition(source, target, attempts=0)
+            guard = WO.state == source.value
+            if source is State.CLAIMED and target is State.RECEIVED:
+                # "Retried once": the attempt count is checked in the same
+                # statement that moves the order.
+                guard = and_(guard, WO.attempts < MAX_ATTEMPTS)
+            guards.append(guard)
+        if not guards:
+            return []
+        statement = (
+            update(WO)
+            .where(where, or_(*guards))
+            .values(state=target.value, updated_at=now, **values)
+            .returning(
+                WO.id,
+                WO.chain_id,
+                WO.contract,
+                WO.order_key,
+                WO.work_order_id,
+                WO.block_number,
+                WO.tx_hash,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        moved = list(await session.execute(statement))
+        for row in moved:
+            _log_move(row._mapping, target)
+
+        return moved
+
+    async def _move_one(
+        self, session: AsyncSession, row: Any, target: State, now: datetime, **values: Any
+    ) -> None:
+        source = State(row.state)
+        check_transition(source, target, attempts=row.attempts)
+        moved = await self._move(session, target, {source}, WO.id == row.id, now, **values)
+        if not moved:
+            raise InvalidTransition(
+                f"work order {row.work_order_id} left {source.value} while it was "
+                f"being moved to {target.value}: another process moved it first"
+            )
+
+    async def _move_each(
+        self, refs: Sequence[OrderRef], target: State, **values: Any
+    ) -> None:
+        now = self._clock()
+        async with self._transaction() as session:
+            for ref in refs:
+                row = await self._current(session, ref)
+                if State(row.state) is target:
+                    continue  # already done: a retry of the same step
+                await self._move_one(session, row, target, now, **values)
+
+    async def _current(self, session: AsyncSession, ref: OrderRef) -> Any:
+        row = (
+            await session.execute(
+                select(
+                    WO.id, WO.state, WO.attempts, WO.claimed_by, WO.work_order_id
+                ).where(_is(ref))
+            )
+        ).one_or_none()
+        if row is None:
+            raise StoreError(
+                f"no work order {ref.order_key.hex()} of contract {ref.contract} on "
+                f"chain {ref.chain_id} is stored: record its event first"
+            )
+
+        return row
+
+    async def _load(
+        self, session: AsyncSession, where: ColumnElement[bool], limit: int | None = None
+    ) -> list[StoredOrder]:
+        query: Select[Any] = (
+            select(WO, m.Result)
+            .outerjoin(m.Result, m.Result.work_order_id == WO.id)
+            .where(where)
+            .order_by(WO.updated_at, WO.id)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        rows = await session.execute(query)
+
+        return [_stored_order(order, result) for order, result in rows]
+
+    async def _insert_orders(
+        self, session: AsyncSession, rows: list[dict[str, Any]]
+    ) -> set[bytes]:
+        if not rows:
+            return set()
+        statement = (
+            self._insert(WO)
+            .on_conflict_do_nothing(index_elements=["chain_id", "contract", "order_key"])
+            .returning(WO.order_key)
+        )
+        new: set[bytes] = set()
+        for chunk in _chunks(rows):
+            result = await session.execute(statement.values(list(chunk)))
+            new.update(result.scalars())
+
+        return new
+
+    async def _revive(
+        self,
+        session: AsyncSession,
+        chain: str,
+        contract: str,
+        seen: list[dict[str, Any]],
+        now: datetime,
+    ) -> list[OrderRef]:
+        """ORPHANED -> RECEIVED for orders seen again on the canonical chain."""
+        if not seen:
+            return []
+        by_key = {row["order_key"]: row for row in seen}
+        orphans = []
+        for keys in _chunks(list(by_key)):
+            found = await session.execute(
+                select(WO.id, WO.state, WO.attempts, WO.work_order_id, WO.order_key, WO.request_keccak)
+                .where(
+                    WO.chain_id == chain,
+                    WO.contract == contract,
+                    WO.order_key.in_(keys),
+                    WO.state == State.ORPHANED.value,
+                )
+            )
+            orphans.extend(found)
+
+        revived = []
+        for orphan in orphans:
+            event = by_key[orphan.order_key]
+            values = {
+                name: event[name]
+                for name in ("block_number", "block_hash", "tx_hash", "log_index")
+            }
+            if event["request_keccak"] != orphan.request_keccak:
+                # A different request under the same key: the old result
+                # answers a request that no longer exists.
+                await session.execute(
+                    delete(m.Result).where(m.Result.work_order_id == orphan.id)
+                )
+                for name in ("request", "request_keccak", "work_order_id", "worker_id",
+                             "requester_id", "requester_address", "deadline"):
+                    values[name] = event[name]
+            await self._move_one(
+                session,
+                orphan,
+                State.RECEIVED,
+                now,
+                attempts=0,
+                claimed_by=None,
+                claimed_at=None,
+                **values,
+            )
+            revived.append(OrderRef(chain, contract, orphan.order_key))
+
+        return revived
+
+    async def _insert_malformed(
+        self,
+        session: AsyncSession,
+        chain: str,
+        contract: str,
+        logs: Sequence[BadLog],
+        now: datetime,
+    ) -> int:
+        if not logs:
+            return 0
+        check_transition(None, State.MALFORMED)
+        rows = [
+            {
+                "chain_id": chain,
+                "contract": contract,
+                "block_number": bad.block_number,
+                "block_hash": as_bytes(bad.block_hash),
+                "tx_hash": as_bytes(bad.tx_hash),
+                "log_index": bad.log_index,
+                "data": bad.data,
+                "error": bad.error,
+                "received_at": now,
+            }
+            for bad in logs
+        ]
+        statement = self._insert(m.MalformedLog).on_conflict_do_nothing(
+            index_elements=["chain_id", "contract", "tx_hash", "log_index"]
+        )
+        for chunk in _chunks(rows):
+            await session.execute(statement.values(list(chunk)))
+        for bad in logs:
+            log.warning(
+                "malformed log recorded",
+                extra={
+                    "chain": chain,
+                    "block": bad.block_number,
+                    "tx_hash": as_bytes(bad.tx_hash).hex(),
+                    "log_index": bad.log_index,
+                    "error": bad.error,
+                },
+            )
+
+        return len(rows)
+
+    async def _write_checkpoint(
+        self,
+        session: AsyncSession,
+        chain: str,
+        contract: str,
+        stream: str,
+        block_number: int,
+        recent_hashes: Mapping[int, bytes | str],
+        last_tx_id: str | None,
+        now: datetime,
+    ) -> None:
+        upsert = self._insert(m.Checkpoint).values(
+            chain_id=chain,
+            contract=contract,
+            stream=stream,
+            block_number=block_number,
+            last_tx_id=last_tx_id,
+            updated_at=now,
+        )
+        upsert = upsert.on_conflict_do_update(
+            index_elements=["chain_id", "contract", "stream"],
+            set_={
+                "block_number": upsert.excluded.block_number,
+                "last_tx_id": upsert.excluded.last_tx_id,
+                "updated_at": upsert.excluded.updated_at,
+            },
+        ).returning(m.Checkpoint.id)
+        point_id = (await session.execute(upsert)).scalar_one()
+
+        if recent_hashes:
+            rows = [
+                {"checkpoint_id": point_id, "block_number": n, "block_hash": as_bytes(h)}
+                for n, h in sorted(recent_hashes.items())
+            ]
+            merge = self._insert(m.CheckpointBlock)
+            merge = merge.on_conflict_do_update(
+                index_elements=["checkpoint_id", "block_number"],
+                set_={"block_hash": merge.excluded.block_hash},
+            )
+            for chunk in _chunks(rows):
+                await session.execute(merge.values(list(chunk)))
+        await session.execute(
+            delete(m.CheckpointBlock).where(
+                m.CheckpointBlock.checkpoint_id == point_id,
+                or_(
+                    m.CheckpointBlock.block_number <= block_number - RECENT_BLOCKS_KEPT,
+                    m.CheckpointBlock.block_number > block_number,
+                ),
+            )
+        )
+
+    async def _allocate(
+        self, session: AsyncSession, chain: str, sender: str, node_nonce: int
+    ) -> int:
+        # The UPDATE takes the row lock (PostgreSQL) or the write lock
+        # (SQLite) and returns the value it wrote, so two allocators never
+        # read the same counter: they queue on the row instead.
+        await session.execute(
+            self._insert(m.Nonce)
+            .values(chain_id=chain, sender=sender, next_nonce=node_nonce)
+            .on_conflict_do_nothing(index_elements=["chain_id", "sender"])
+        )
+        floor = case(
+            (m.Nonce.next_nonce > node_nonce, m.Nonce.next_nonce), else_=node_nonce
+        )
+        allocated = (
+            await session.execute(
+                update(m.Nonce)
+                .where(m.Nonce.chain_id == chain, m.Nonce.sender == sender)
+                .values(next_nonce=floor + 1)
+                .returning(m.Nonce.next_nonce)
+            )
+        ).scalar_one()
+
+        return int(allocated) - 1
+
+    async def _insert_transaction(
+        self,
+        session: AsyncSession,
+        chain: str,
+        sender: str,
+        nonce: int,
+        raw: bytes,
+        tx_hash: bytes,
+        orders: Sequence[OrderRef],
+        fees: Fees,
+    ) -> None:
+        now = self._clock()
+        tx_id = (
+            await session.execute(
+                self._insert(m.Transaction)
+                .values(
+                    chain_id=chain,
+                    sender=sender,
+                    nonce=nonce,
+                    raw=raw,
+                    tx_hash=tx_hash,
+                    state="pending",
+                    gas_limit=fees.gas_limit,
+                    created_at=now,
+                    updated_at=now,
+                    **_fee_values(fees),
+                )
+                .returning(m.Transaction.id)
+            )
+        ).scalar_one()
+        await self._insert_hash(session, tx_id, raw, tx_hash, fees, now)
+
+        order_ids = []
+        for ref in orders:
+            order_ids.append((await self._current(session, ref)).id)
+        if order_ids:
+            await session.execute(
+                self._insert(m.TransactionOrder).values(
+                    [{"transaction_id": tx_id, "work_order_id": oid} for oid in order_ids]
+                )
+            )
+
+    async def _insert_hash(
+        self,
+        session: AsyncSession,
+        tx_id: int,
+        raw: bytes,
+        tx_hash: bytes,
+        fees: Fees,
+        now: datetime,
+    ) -> None:
+        await session.execute(
+            self._insert(m.TransactionHash)
+            .values(
+                tx_hash=tx_hash,
+                transaction_id=tx_id,
+                raw=raw,
+                created_at=now,
+                **_fee_values(fees),
+            )
+            .on_conflict_do_nothing(index_elements=["tx_hash"])
+        )
+
+    async def _load_transactions(
+        self, session: AsyncSession, where: ColumnElement[bool]
+    ) -> list[StoredTransaction]:
+        txs = list(
+            (
+                await session.execute(
+                    select(m.Transaction).where(where).order_by(m.Transaction.nonce)
+                )
+            ).scalars()
+        )
+        if not txs:
+            return []
+        ids = [tx.id for tx in txs]
+        hashes: dict[int, list[bytes]] = {tx_id: [] for tx_id in ids}
+        for tx_id, digest in await session.execute(
+            select(m.TransactionHash.transaction_id, m.TransactionHash.tx_hash)
+            .where(m.TransactionHash.transaction_id.in_(ids))
+            .order_by(m.TransactionHash.created_at)
+        ):
+            hashes[tx_id].append(digest)
+        carried: dict[int, list[OrderRef]] = {tx_id: [] for tx_id in ids}
+        for tx_id, chain, contract, key in await session.execute(
+            select(
+                m.TransactionOrder.transaction_id, WO.chain_id, WO.contract, WO.order_key
+            )
+            .join(WO, WO.id == m.TransactionOrder.work_order_id)
+            .where(m.TransactionOrder.transaction_id.in_(ids))
+        ):
+            carried[tx_id].append(OrderRef(chain, contract, key))
+
+        return [
+            StoredTransaction(
+                chain_id=tx.chain_id,
+                sender=tx.sender,
+                nonce=tx.nonce,
+                raw=tx.raw,
+                tx_hash=tx.tx_hash,
+                state=tx.state,
+                fees=Fees(
+                    gas_limit=tx.gas_limit,
+                    max_fee_per_gas=tx.max_fee_per_gas,
+                    max_priority_fee_per_gas=tx.max_priority_fee_per_gas,
+                    gas_price=tx.gas_price,
+                ),
+                all_hashes=hashes[tx.id],
+                orders=carried[tx.id],
+                mined_hash=tx.mined_hash,
+                created_at=tx.created_at,
+                updated_at=tx.updated_at,
+            )
+            for tx in txs
+        ]
+
+
+def translate_error(exc: BaseException) -> StoreError:
+    """The one mapping of database and driver errors to ``StoreError``."""
+    if isinstance(exc, IntegrityError):
+        return StoreError(
+            f"the database refused a write that conflicts with stored data: {exc.orig}"
+        )
+    if isinstance(exc, OperationalError | OSError):
+        return StoreError(
+            "the database could not be reached or is locked; check that it runs "
+            f"and that no other process holds it for long: {exc}"
+        )
+
+    return StoreError(f"the database failed an operation: {exc}")
+
+
+def _is(ref: OrderRef) -> ColumnElement[bool]:
+    return and_(
+        WO.chain_id == ref.chain_id,
+        WO.contract == ref.contract,
+        WO.order_key == ref.order_key,
+    )
+
+
+def _tx_is(chain: str, sender: str, nonce: int) -> list[ColumnElement[bool]]:
+    return [
+        m.Transaction.chain_id == chain,
+        m.Transaction.sender == sender,
+        m.Transaction.nonce == nonce,
+    ]
+
+
+def _fee_values(fees: Fees) -> dict[str, int | None]:
+    return {
+        "max_fee_per_gas": fees.max_fee_per_gas,
+        "max_priority_fee_per_gas": fees.max_priority_fee_per_gas,
+        "gas_price": fees.gas_price,
+    }
+
+
+def _order_row(
+    chain: str, contract: str, order: NewOrder, now: datetime
+) -> dict[str, Any]:
+    state = State.SKIPPED if order.skipped else State.RECEIVED
+    check_transition(None, state)
+
+    return {
+        "chain_id": chain,
+        "contract": contract,
+        "order_key": as_bytes(order.order_key),
+        "work_order_id": as_id(order.work_order_id),
+        "worker_id": as_id(order.worker_id),
+        "requester_id": as_id(order.requester_id),
+        "requester_address": (
+            None if order.requester_address is None
+            else contract_key(order.requester_address)
+        ),
+        "request": order.request,
+        "request_keccak": as_bytes(order.request_keccak),
+        "block_number": order.block_number,
+        "block_hash": as_bytes(order.block_hash),
+        "tx_hash": as_bytes(order.tx_hash),
+        "log_index": order.log_index,
+        "state": state.value,
+        "attempts": 0,
+        "received_at": now,
+        "updated_at": now,
+        "deadline": order.deadline,
+    }
+
+
+def _stored_order(order: m.WorkOrder, result: m.Result | None) -> StoredOrder:
+    return StoredOrder(
+        ref=OrderRef(order.chain_id, order.contract, order.order_key),
+        work_order_id=order.work_order_id,
+        worker_id=order.worker_id,
+        requester_id=order.requester_id,
+        requester_address=order.requester_address,
+        request=order.request,
+        request_keccak=order.request_keccak,
+        block_number=order.block_number,
+        block_hash=order.block_hash,
+        tx_hash=order.tx_hash,
+        log_index=order.log_index,
+        state=State(order.state),
+        attempts=order.attempts,
+        error_code=order.error_code,
+        error_message=order.error_message,
+        claimed_by=order.claimed_by,
+        claimed_at=order.claimed_at,
+        received_at=order.received_at,
+        updated_at=order.updated_at,
+        deadline=order.deadline,
+        completion_block=order.completion_block,
+        result=None
+        if result is None
+        else StoredResult(
+            status=result.status,
+            response=result.response,
+            signature=result.signature,
+            request_hash=result.request_hash,
+            created_at=result.created_at,
+        ),
+    )
+
+
+def _log_move(row: Mapping[str, Any], target: State) -> None:
+    log.info(
+        "work order %s -> %s",
+        row["work_order_id"],
+        target.value,
+        extra={
+            "chain": row["chain_id"],
+            "work_order_id": row["work_order_id"],
+            "block": row["block_number"],
+            "tx_hash": "0x" + bytes(row["tx_hash"]).hex(),
+            "state": target.value,
+        },
+    )
