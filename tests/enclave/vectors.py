@@ -8,9 +8,10 @@ hand-kept list. Other suites may import this module.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -157,3 +158,29 @@ def signing_key_of(pem: str) -> bytes:
 
 def worker_verifying_key() -> coincurve.PublicKey:
     return coincurve.PrivateKey(worker_keys().signing_key).public_key
+
+
+def fixed_rng(seed: bytes = b"tcbridge-tests") -> Callable[[int], bytes]:
+    """A deterministic byte source (SHA-256 in counter mode) for ``rng=``."""
+    counter = 0
+
+    def rng(n: int) -> bytes:
+        nonlocal counter
+        out = b""
+        while len(out) < n:
+            out += hashlib.sha256(seed + counter.to_bytes(8, "big")).digest()
+            counter += 1
+        return out[:n]
+
+    return rng
+
+
+def nonce_rng(case: Case) -> Callable[[int], bytes]:
+    """Replays the case's worker nonce bytes; anything else comes from a fixed rng."""
+    nonce = bytes.fromhex(case.secrets["workerNonceRandomHex"])
+    fallback = fixed_rng(case.id.encode())
+
+    def rng(n: int) -> bytes:
+        return nonce if n == len(nonce) else fallback(n)
+
+    return rng
