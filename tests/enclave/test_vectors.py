@@ -18,8 +18,8 @@ from enclave_bridge.eea import parse_request
 from enclave_bridge.keys import WorkerKeys
 from enclave_bridge.processor import (
     STAGE_REQUESTER_SIGNATURE,
-    ProcessOutcome,
     ProcessorPolicy,
+    ProcessOutcome,
     WorkOrderProcessor,
 )
 from enclave_bridge.requester import SentWorkOrder, WorkerDetails, verify_response
