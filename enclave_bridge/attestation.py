@@ -44,13 +44,15 @@ def key_binding(verification_pem: str, encryption_pem: str) -> str:
 
 
 class Attester(Protocol):
-    kind: str
+    @property
+    def kind(self) -> str: ...
 
     def evidence(self, verification_pem: str, encryption_pem: str) -> Evidence: ...
 
 
 class EvidenceVerifier(Protocol):
-    kind: str
+    @property
+    def kind(self) -> str: ...
 
     def verify(
         self, evidence: Evidence, verification_pem: str, encryption_pem: str

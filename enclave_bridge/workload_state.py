@@ -564,7 +564,9 @@ Executor = Callable[[StateSnapshot | None, Callable[[bytes], bool]], Execution]
 @dataclass(frozen=True, slots=True)
 class Outcome:
     result: StoredResult
-    # False when the result was committed earlier (a retry) and nothing ran.
+    # True when this call ran the workload and committed its result; False
+    # for a retry answered from an earlier commit and for refusals
+    # (bad input, duplicate request) that never reached the workload.
     executed: bool
     reruns: int = 0
 
@@ -624,7 +626,7 @@ def execute_once(
             new_state=new_state,
         )
         if outcome is CommitOutcome.COMMITTED:
-            return Outcome(result=result, executed=True, reruns=attempt)
+            return Outcome(result=result, executed=bool(claimed), reruns=attempt)
         if outcome is CommitOutcome.DUPLICATE:
             duplicate = True
     raise StoreError(
