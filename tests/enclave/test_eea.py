@@ -29,7 +29,10 @@ def base_request() -> dict[str, Any]:
     return vectors.load_case(case_id).fresh_request()
 
 
-def refused(request: Any, limits: Limits = Limits()) -> WorkOrderError:
+DEFAULT_LIMITS = Limits()
+
+
+def refused(request: Any, limits: Limits = DEFAULT_LIMITS) -> WorkOrderError:
     with pytest.raises(WorkOrderError) as info:
         parse_request(request, limits)
     return info.value
