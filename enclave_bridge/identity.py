@@ -27,7 +27,7 @@ import json
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -247,7 +247,7 @@ class SealedIdentity:
     """
 
     worker_id: str
-    blob: bytes
+    blob: bytes = field(repr=False)
 
     @property
     def header(self) -> Mapping[str, Any]:
