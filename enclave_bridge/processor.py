@@ -333,16 +333,28 @@ class WorkOrderProcessor:
                 )
             return OaepHash.SHA1
         if not self._policy.allow_iv_reuse:
-            items = [*request.in_data, *(request.out_data or ())]
-            for item in items:
-                if item.key_kind == "session" and item.data and not item.iv:
-                    raise _Refusal(
-                        STAGE_POLICY,
-                        EeaError.UNSUPPORTED_MODE,
-                        f"this worker refuses GCM IV reuse: item {item.index} has no "
-                        "iv of its own and would reuse the session IV",
-                    )
+            self._refuse_shared_ivs(request)
         return OaepHash.SHA256
+
+    def _refuse_shared_ivs(self, request: WorkOrderRequest) -> None:
+        # Under the session key, the session IV seals the request hash: every
+        # session-key item needs an IV of its own, used once.
+        used = {request.session_key_iv.lower()}
+        for item in [*request.in_data, *(request.out_data or ())]:
+            if item.key_kind != "session" or not item.data:
+                continue
+            if not item.iv:
+                problem = "has no iv of its own and would reuse the session IV"
+            elif item.iv.lower() in used:
+                problem = "repeats an IV already used under the session key"
+            else:
+                used.add(item.iv.lower())
+                continue
+            raise _Refusal(
+                STAGE_POLICY,
+                EeaError.UNSUPPORTED_MODE,
+                f"this worker refuses GCM IV reuse: item {item.index} {problem}",
+            )
 
     def _check_request_hash(
         self, request: WorkOrderRequest, request_hash: bytes, key: bytes, iv: bytes

@@ -202,6 +202,28 @@ def test_tcbridge_item_without_iv_refused_when_iv_reuse_disabled(
     assert "session IV" in refused.response["error"]["message"]
 
 
+def test_repeated_item_iv_refused_when_iv_reuse_disabled(
+    make_processor: Callable[..., WorkOrderProcessor], worker_details: WorkerDetails
+) -> None:
+    """Two session-key items under one IV are refused when reuse is off."""
+    sent = order(worker_details, b"x", b"y")
+
+    def share_iv(params: dict[str, Any]) -> None:
+        first, second = params["inData"]
+        second["iv"] = first["iv"]
+        sealed = crypto.gcm_encrypt(sent.session_key, bytes.fromhex(first["iv"]), b"y")
+        second["data"] = base64.b64encode(sealed).decode()
+
+    shared = reseal(sent, share_iv)
+
+    assert make_processor().process(shared.request).status == 0
+    refused = make_processor(ProcessorPolicy(allow_iv_reuse=False)).process(
+        shared.request
+    )
+    assert refused.stage == "policy"
+    assert "repeats an IV" in refused.response["error"]["message"]
+
+
 def test_bound_requester_key_is_enforced(
     make_processor: Callable[..., WorkOrderProcessor], worker_details: WorkerDetails
 ) -> None:
