@@ -39,7 +39,9 @@ class Crash:
     name = "test-crash"
     stateful = False
 
-    def run(self, inputs: Sequence[WorkloadInput], ctx: WorkloadContext) -> WorkloadResult:
+    def run(
+        self, inputs: Sequence[WorkloadInput], ctx: WorkloadContext
+    ) -> WorkloadResult:
         order = json.loads(inputs[0].data)
         marker = order.get("marker")
         if marker is not None and Path(marker).exists():
@@ -56,7 +58,9 @@ class Sleep:
     name = "test-sleep"
     stateful = False
 
-    def run(self, inputs: Sequence[WorkloadInput], ctx: WorkloadContext) -> WorkloadResult:
+    def run(
+        self, inputs: Sequence[WorkloadInput], ctx: WorkloadContext
+    ) -> WorkloadResult:
         time.sleep(float(inputs[0].data))
         return WorkloadResult(outputs=[WorkloadOutput(0, b"slept")])
 
@@ -67,7 +71,9 @@ class Pid:
     name = "test-pid"
     stateful = False
 
-    def run(self, inputs: Sequence[WorkloadInput], ctx: WorkloadContext) -> WorkloadResult:
+    def run(
+        self, inputs: Sequence[WorkloadInput], ctx: WorkloadContext
+    ) -> WorkloadResult:
         time.sleep(0.01)
         return WorkloadResult(outputs=[WorkloadOutput(0, str(os.getpid()).encode())])
 

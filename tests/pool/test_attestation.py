@@ -40,7 +40,9 @@ def test_verifier_rejects_simulated_by_default(keys: WorkerKeys) -> None:
 
 def test_verifier_accepts_simulated_when_allowed(keys: WorkerKeys) -> None:
     """With accept_simulated the verdict says simulated and no hardware."""
-    verdict = AttestationVerifier(accept_simulated=True).verify(_simulated_details(keys))
+    verdict = AttestationVerifier(accept_simulated=True).verify(
+        _simulated_details(keys)
+    )
 
     assert verdict.kind == "simulated"
     assert verdict.hardware is False

@@ -51,7 +51,10 @@ def _secrets_of(keys: WorkerKeys) -> list[bytes]:
 
 def test_worker_id_is_sha256_of_name() -> None:
     """A worker id is Avalon's: lower-case hex SHA-256 of the worker's name."""
-    assert identity.worker_id_from_name("singleton-worker-1") == vectors.worker()["workerId"]
+    assert (
+        identity.worker_id_from_name("singleton-worker-1")
+        == vectors.worker()["workerId"]
+    )
 
 
 def test_generated_identity_has_the_right_key_types(fresh_keys: WorkerKeys) -> None:
@@ -71,7 +74,8 @@ def test_seal_round_trip(fresh_keys: WorkerKeys, tmp_path: Path) -> None:
     assert loaded.worker_id == fresh_keys.worker_id
     assert loaded.signing_key == fresh_keys.signing_key
     assert (
-        loaded.encryption_key.private_numbers() == fresh_keys.encryption_key.private_numbers()
+        loaded.encryption_key.private_numbers()
+        == fresh_keys.encryption_key.private_numbers()
     )
     assert path.stat().st_mode & 0o077 == 0
 
@@ -117,7 +121,9 @@ def test_sealed_file_and_repr_hold_no_key_material(fresh_keys: WorkerKeys) -> No
     assert len(repr(sealed)) < 200
 
 
-def test_rotation_replaces_the_encryption_key(fresh_keys: WorkerKeys, tmp_path: Path) -> None:
+def test_rotation_replaces_the_encryption_key(
+    fresh_keys: WorkerKeys, tmp_path: Path
+) -> None:
     """Rotation seals a new RSA key, keeps the signing key, signs the new key, drops the old."""
     path = tmp_path / "worker.sealed"
     save_sealed(path, seal(fresh_keys, PASS, scrypt_n=TEST_SCRYPT_N))
@@ -177,7 +183,9 @@ def test_details_match_avalon_worker_json() -> None:
 
 def test_avalon_encryption_key_signature_verifies() -> None:
     """worker.json's own encryptionKeySignature verifies with our checker."""
-    data = vectors.worker()["workerRetrieveResponse"]["result"]["details"]["workerTypeData"]
+    data = vectors.worker()["workerRetrieveResponse"]["result"]["details"][
+        "workerTypeData"
+    ]
 
     assert verify_encryption_key_signature(
         data["verificationKey"], data["encryptionKey"], data["encryptionKeySignature"]

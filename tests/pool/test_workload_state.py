@@ -1,0 +1,264 @@
+"""Workload state store: one atomic commit, retries never count twice, claims."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from enclave_bridge.workload import WorkloadContext, WorkloadInput
+from enclave_bridge.workload_state import (
+    CommitOutcome,
+    Execution,
+    MemoryWorkloadStateStore,
+    SqliteWorkloadStateStore,
+    StateSnapshot,
+    StoredResult,
+    WorkloadStateStore,
+    execute_once,
+)
+from enclave_bridge.workloads.heart import HeartDiseaseEval
+
+WORKER = "ab" * 32
+HEART = "heart-disease-eval"
+PATIENT = b"Data: 25 10 1 67 102 125 1 95 5 10 1 11 36 1"
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[WorkloadStateStore]:
+    """Every test runs against both implementations (one contract)."""
+    made: WorkloadStateStore = (
+        MemoryWorkloadStateStore()
+        if request.param == "memory"
+        else SqliteWorkloadStateStore(tmp_path / "state.db")
+    )
+    yield made
+    made.close()
+
+
+def _result(order_key: str, request_hash: bytes | None = b"h" * 32) -> StoredResult:
+    return StoredResult(order_key, WORKER, 0, b'{"result":1}', request_hash, b"s" * 65)
+
+
+def heart_executor(
+    request_hash: bytes, data: bytes = PATIENT
+) -> Callable[[StateSnapshot | None, Callable[[bytes], bool]], Execution]:
+    """Runs the real heart-disease workload the way a pool process does."""
+
+    def execute(
+        snapshot: StateSnapshot | None, claim: Callable[[bytes], bool]
+    ) -> Execution:
+        if not claim(request_hash):
+            return Execution(2, b"duplicate", request_hash, None, None)
+        state = snapshot.state if snapshot is not None else None
+        ctx = WorkloadContext(WORKER, "wo", "rq", state=state)
+        out = HeartDiseaseEval().run([WorkloadInput(0, data)], ctx)
+        return Execution(0, out.outputs[0].data, request_hash, None, out.new_state)
+
+    return execute
+
+
+def test_load_before_any_commit(store: WorkloadStateStore) -> None:
+    """State that was never committed loads as version 0 and None."""
+    assert store.load(WORKER, HEART) == StateSnapshot(0, None)
+
+
+def test_commit_stores_result_state_and_claim_together(
+    store: WorkloadStateStore,
+) -> None:
+    """One commit makes the result, the new state and the claim visible at once."""
+    outcome = store.commit(
+        _result("o1"),
+        claim=True,
+        workload=HEART,
+        expected_version=0,
+        new_state={"n": 1},
+    )
+
+    assert outcome is CommitOutcome.COMMITTED
+    assert store.result("o1") == _result("o1")
+    assert store.load(WORKER, HEART) == StateSnapshot(1, {"n": 1})
+    assert store.claimed_by(WORKER, b"h" * 32) == "o1"
+
+
+def test_stale_version_conflicts_and_changes_nothing(store: WorkloadStateStore) -> None:
+    """A commit from an outdated version is refused and leaves no result or claim."""
+    store.commit(
+        _result("o1", b"1" * 32), claim=True, workload=HEART, new_state={"n": 1}
+    )
+
+    outcome = store.commit(
+        _result("o2", b"2" * 32),
+        claim=True,
+        workload=HEART,
+        expected_version=0,
+        new_state={"n": 1},
+    )
+
+    assert outcome is CommitOutcome.CONFLICT
+    assert store.result("o2") is None
+    assert store.claimed_by(WORKER, b"2" * 32) is None
+    assert store.load(WORKER, HEART).version == 1
+
+
+def test_second_commit_of_an_order_is_already_committed(
+    store: WorkloadStateStore,
+) -> None:
+    """Committing the same order key twice keeps the first result and state."""
+    store.commit(_result("o1"), claim=True, workload=HEART, new_state={"n": 1})
+
+    again = store.commit(
+        _result("o1"),
+        claim=True,
+        workload=HEART,
+        expected_version=1,
+        new_state={"n": 2},
+    )
+
+    assert again is CommitOutcome.ALREADY_COMMITTED
+    assert store.load(WORKER, HEART) == StateSnapshot(1, {"n": 1})
+
+
+def test_claim_first_order_and_its_retry_only(store: WorkloadStateStore) -> None:
+    """A request hash is claimed by its first order, again by a retry, never by another order."""
+    digest = b"r" * 32
+
+    assert store.claim(WORKER, digest, "order-a")
+    assert store.claim(WORKER, digest, "order-a")
+    assert not store.claim(WORKER, digest, "order-b")
+    assert store.claim("cd" * 32, digest, "order-b")
+
+
+def test_commit_with_a_claim_held_by_another_order_is_duplicate(
+    store: WorkloadStateStore,
+) -> None:
+    """A result whose request hash another order holds is refused as DUPLICATE."""
+    store.claim(WORKER, b"h" * 32, "first")
+
+    assert store.commit(_result("second"), claim=True) is CommitOutcome.DUPLICATE
+    assert store.result("second") is None
+
+
+def test_execute_once_retry_returns_the_committed_result(
+    store: WorkloadStateStore,
+) -> None:
+    """Retrying an order returns its committed result without running it again."""
+    first = execute_once(
+        store,
+        worker_id=WORKER,
+        order_key="o1",
+        workload=HEART,
+        stateful=True,
+        execute=heart_executor(b"1" * 32),
+    )
+    retry = execute_once(
+        store,
+        worker_id=WORKER,
+        order_key="o1",
+        workload=HEART,
+        stateful=True,
+        execute=heart_executor(b"1" * 32),
+    )
+
+    assert first.executed and not retry.executed
+    assert retry.result == first.result
+    assert store.load(WORKER, HEART).state == {"totalRisk": 47, "count": 1}
+
+
+def test_execute_once_copied_request_is_answered_duplicate(
+    store: WorkloadStateStore,
+) -> None:
+    """A second order carrying an already served request hash gets an error and no state."""
+    execute_once(
+        store,
+        worker_id=WORKER,
+        order_key="o1",
+        workload=HEART,
+        stateful=True,
+        execute=heart_executor(b"1" * 32),
+    )
+    copy = execute_once(
+        store,
+        worker_id=WORKER,
+        order_key="o2",
+        workload=HEART,
+        stateful=True,
+        execute=heart_executor(b"1" * 32),
+    )
+
+    assert copy.result.status == 2 and not copy.executed
+    assert store.load(WORKER, HEART).state == {"totalRisk": 47, "count": 1}
+
+
+def test_execute_once_reruns_on_conflict(store: WorkloadStateStore) -> None:
+    """When another commit lands between load and commit, the order re-runs on new state."""
+    sneaked = False
+    inner = heart_executor(b"1" * 32)
+
+    def execute(
+        snapshot: StateSnapshot | None, claim: Callable[[bytes], bool]
+    ) -> Execution:
+        nonlocal sneaked
+        if not sneaked:
+            sneaked = True
+            execute_once(
+                store,
+                worker_id=WORKER,
+                order_key="other",
+                workload=HEART,
+                stateful=True,
+                execute=heart_executor(b"2" * 32),
+            )
+        return inner(snapshot, claim)
+
+    outcome = execute_once(
+        store,
+        worker_id=WORKER,
+        order_key="o1",
+        workload=HEART,
+        stateful=True,
+        execute=execute,
+    )
+
+    assert outcome.reruns == 1
+    assert store.load(WORKER, HEART).state == {"totalRisk": 94, "count": 2}
+
+
+def _race(path: str, order_keys: list[str]) -> None:
+    store = SqliteWorkloadStateStore(path, create=False)
+    for key in order_keys:
+        execute_once(
+            store,
+            worker_id=WORKER,
+            order_key=key,
+            workload=HEART,
+            stateful=True,
+            execute=heart_executor(key.encode().rjust(32, b"-")),
+        )
+    store.close()
+
+
+def test_two_processes_racing_count_each_order_once(tmp_path: Path) -> None:
+    """Two processes serving the same 40 heart-disease orders count each exactly once."""
+    path = tmp_path / "state.db"
+    SqliteWorkloadStateStore(path).close()
+    keys = [f"order-{n}" for n in range(40)]
+    context = multiprocessing.get_context("spawn")
+    racers = [
+        context.Process(target=_race, args=(str(path), keys)),
+        context.Process(target=_race, args=(str(path), list(reversed(keys)))),
+    ]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(60)
+        assert racer.exitcode == 0
+
+    store = SqliteWorkloadStateStore(path)
+    assert store.load(WORKER, HEART).state == {"totalRisk": 47 * 40, "count": 40}
+    assert all(store.result(key) is not None for key in keys)
+    store.close()
