@@ -344,8 +344,7 @@ def parse_request(
     if signature:
         decode_base64(signature, "requesterSignature")
 
-    in_data = _items(params, "inData", limits, required=True)
-    assert in_data is not None
+    in_data = _items(params, "inData", limits, required=True) or ()
     out_data = _items(params, "outData", limits, required=False)
     if len(in_data) + len(out_data or ()) > limits.max_items:
         raise invalid("inData", f"more than {limits.max_items} data items in all")
@@ -454,18 +453,15 @@ def _item(entry: Any, where: str, limits: Limits) -> DataItem:
     if index >= 2**31:
         raise invalid(f"{where}.index", "is too large")
 
-    def text(key: str, *, required: bool = False) -> str | None:
+    def text(key: str) -> str | None:
         value = entry.get(key)
-        if value is None:
-            if required:
-                raise invalid(f"{where}.{key}", "is required")
-            return None
-        if not isinstance(value, str):
+        if value is not None and not isinstance(value, str):
             raise invalid(f"{where}.{key}", "must be a string")
         return value
 
-    data = text("data", required=True)
-    assert data is not None
+    data = text("data")
+    if data is None:
+        raise invalid(f"{where}.data", "is required")
     if len(data) > (limits.max_item_bytes + 2) // 3 * 4:
         raise invalid(f"{where}.data", f"is larger than {limits.max_item_bytes} bytes")
     decode_base64(data, f"{where}.data")

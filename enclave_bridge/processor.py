@@ -622,10 +622,11 @@ class _ItemOpener:
         self.session_key = session_key
         self.session_iv = session_iv
         self.oaep = oaep
-        self._item_keys: dict[int, bytes] = {}
+        # Unwrapped per-item keys by item position: one RSA operation each.
+        self._item_keys: dict[str, bytes] = {}
 
     def item_key(self, item: DataItem, where: str) -> bytes:
-        cached = self._item_keys.get(id(item))
+        cached = self._item_keys.get(where)
         if cached is not None:
             return cached
         wrapped = bytes.fromhex(item.encrypted_data_encryption_key or "")
@@ -637,7 +638,7 @@ class _ItemOpener:
             raise _Refusal(
                 STAGE_DATA_DECRYPT, EeaError.INVALID_PARAMETER, f"{where}: {exc}"
             ) from None
-        self._item_keys[id(item)] = key
+        self._item_keys[where] = key
         return key
 
     def open(self, item: DataItem, where: str) -> bytes:

@@ -177,8 +177,7 @@ class SentWorkOrder:
     @property
     def params(self) -> Mapping[str, Any]:
         params = self.request.get("params", self.request)
-        assert isinstance(params, Mapping)
-        return params
+        return params if isinstance(params, Mapping) else {}
 
     @property
     def parsed(self) -> WorkOrderRequest:
