@@ -48,15 +48,28 @@ class Deployment:
     block: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"chainId": self.chain_id, "contracts": dict(self.contracts), "block": self.block}
+        return {
+            "chainId": self.chain_id,
+            "contracts": dict(self.contracts),
+            "block": self.block,
+        }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Deployment:
         try:
-            contracts = {str(k): Web3.to_checksum_address(v) for k, v in raw["contracts"].items()}
-            return cls(chain_id=int(raw["chainId"]), contracts=contracts, block=int(raw["block"]))
+            contracts = {
+                str(name): str(Web3.to_checksum_address(address))
+                for name, address in raw["contracts"].items()
+            }
+            return cls(
+                chain_id=int(raw["chainId"]),
+                contracts=contracts,
+                block=int(raw["block"]),
+            )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigurationError(f"not a tcbridge deployment file: {exc!r}") from exc
+            raise ConfigurationError(
+                f"not a tcbridge deployment file: {exc!r}"
+            ) from exc
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
@@ -66,7 +79,9 @@ class Deployment:
         try:
             raw = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigurationError(f"cannot read deployment file {path}: {exc}") from exc
+            raise ConfigurationError(
+                f"cannot read deployment file {path}: {exc}"
+            ) from exc
         return cls.from_json(raw)
 
 
@@ -121,7 +136,9 @@ def deploy_all(
     if with_consumer:
         deploy("ExampleConsumer", work_orders)
 
-    return Deployment(chain_id=int(w3.eth.chain_id), contracts=contracts, block=min(blocks))
+    return Deployment(
+        chain_id=int(w3.eth.chain_id), contracts=contracts, block=min(blocks)
+    )
 
 
 def load_key(path: Path) -> LocalAccount:
@@ -133,7 +150,9 @@ def load_key(path: Path) -> LocalAccount:
     try:
         account: LocalAccount = Account.from_key(text)
     except (ValueError, TypeError) as exc:
-        raise ConfigurationError(f"{path} does not hold a hex secp256k1 private key") from exc
+        raise ConfigurationError(
+            f"{path} does not hold a hex secp256k1 private key"
+        ) from exc
     return account
 
 
@@ -142,9 +161,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m connector.deploy", description="Deploy tcbridge's registries."
     )
     parser.add_argument("--rpc", required=True, help="JSON-RPC URL of the node")
-    parser.add_argument("--key-file", required=True, type=Path, help="deployer's hex key")
-    parser.add_argument("--out", required=True, type=Path, help="deployment file to write")
-    parser.add_argument("--max-callback-gas", type=int, default=DEFAULT_MAX_CALLBACK_GAS)
+    parser.add_argument(
+        "--key-file", required=True, type=Path, help="deployer's hex key"
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, help="deployment file to write"
+    )
+    parser.add_argument(
+        "--max-callback-gas", type=int, default=DEFAULT_MAX_CALLBACK_GAS
+    )
     parser.add_argument("--with-consumer", action="store_true", help="also the example")
     args = parser.parse_args(argv)
 

@@ -96,10 +96,14 @@ def open_anvil(
 
 
 @contextmanager
-def open_ganache(*, chain_id: int = 1337, extra_args: Sequence[str] = ()) -> Iterator[DevNode]:
+def open_ganache(
+    *, chain_id: int = 1337, extra_args: Sequence[str] = ()
+) -> Iterator[DevNode]:
     """A fresh Ganache 7 on 127.0.0.1, funding the same keys as anvil."""
     port = free_port()
-    accounts = [f"--wallet.accounts={key},{DEV_BALANCE_WEI}" for key in DEV_PRIVATE_KEYS]
+    accounts = [
+        f"--wallet.accounts={key},{DEV_BALANCE_WEI}" for key in DEV_PRIVATE_KEYS
+    ]
     args = [
         str(_binary("ganache")),
         "--server.host", "127.0.0.1",
@@ -114,7 +118,9 @@ def open_ganache(*, chain_id: int = 1337, extra_args: Sequence[str] = ()) -> Ite
         yield node
 
 
-def rpc_call(url: str, method: str, params: list[object], timeout: float = 10.0) -> object:
+def rpc_call(
+    url: str, method: str, params: list[object], timeout: float = 10.0
+) -> object:
     """One JSON-RPC call with the standard library (no web3 needed)."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
     request = urllib.request.Request(
@@ -130,7 +136,9 @@ def rpc_call(url: str, method: str, params: list[object], timeout: float = 10.0)
 def _binary(name: str) -> Path:
     path = NODE_BIN / name
     if not path.exists():
-        raise ConfigurationError(f"{path} is missing: run scripts/setup to install the Node tools")
+        raise ConfigurationError(
+            f"{path} is missing: run scripts/setup to install the Node tools"
+        )
     return path
 
 
@@ -144,7 +152,9 @@ def _running(kind: str, args: list[str], port: int, chain_id: int) -> Iterator[D
         try:
             url = f"http://127.0.0.1:{port}"
             _wait_until_answering(process, url, kind, stderr)
-            yield DevNode(kind=kind, url=url, port=port, chain_id=chain_id, pid=process.pid)
+            yield DevNode(
+                kind=kind, url=url, port=port, chain_id=chain_id, pid=process.pid
+            )
         finally:
             _stop(process)
 
@@ -165,7 +175,9 @@ def _wait_until_answering(
             return
         except (OSError, urllib.error.URLError):
             time.sleep(0.05)
-    raise NodeUnavailable(f"{kind} did not answer on {url} within {STARTUP_TIMEOUT_S} s")
+    raise NodeUnavailable(
+        f"{kind} did not answer on {url} within {STARTUP_TIMEOUT_S} s"
+    )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 from web3 import Web3
 
 from connector.abi import load_artifact
@@ -73,14 +73,20 @@ def eea_response(size: int, serial: int) -> bytes:
         ("workloadId", b"echo-result".hex()),
         ("requesterId", ids[1]),
         ("workerNonce", ids[2]),
-        ("workerSignature", base64.b64encode(bytes.fromhex(ids[3] * 2 + "00")).decode()),
+        (
+            "workerSignature",
+            base64.b64encode(bytes.fromhex(ids[3] * 2 + "00")).decode(),
+        ),
     ]
     return _fill(
         size,
         lambda result, data: {
             "jsonrpc": "2.0",
             "id": serial,
-            "result": {**result, "outData": [{"index": 0, "data": data, "iv": ids[4][:24]}]},
+            "result": {
+                **result,
+                "outData": [{"index": 0, "data": data, "iv": ids[4][:24]}],
+            },
         },
         fields,
     )
@@ -129,13 +135,16 @@ class GasBench:
         send_transaction(
             w3,
             self.operator,
-            self.workers.functions.workerRegister(WORKER_ID, 1, b"\x01" * 32, [], "{}", signer),
+            self.workers.functions.workerRegister(
+                WORKER_ID, 1, b"\x01" * 32, [], "{}", signer
+            ),
             "register the worker",
         )
         self.serial = 0
 
     def _contract(self, name: str, contracts: dict[str, str]) -> Any:
-        return self.w3.eth.contract(address=contracts[name], abi=load_artifact(name).abi)
+        address = Web3.to_checksum_address(contracts[name])
+        return self.w3.eth.contract(address=address, abi=load_artifact(name).abi)
 
     def submit(self, request: bytes) -> tuple[bytes, int]:
         """Submits one order; returns its key and the gas used."""
@@ -147,23 +156,38 @@ class GasBench:
         receipt = send_transaction(self.w3, self.requester, call, "workOrderSubmit")
         return order_key(self.requester.address, work_order_id), int(receipt["gasUsed"])
 
-    def completion(self, key: bytes, request: bytes, response: bytes) -> tuple[Any, ...]:
-        signature = sign_eip712(WORKER_KEY, self.domain, key, keccak(request), keccak(response), 0)
+    def completion(
+        self, key: bytes, request: bytes, response: bytes
+    ) -> tuple[Any, ...]:
+        signature = sign_eip712(
+            WORKER_KEY, self.domain, key, keccak(request), keccak(response), 0
+        )
         return (key, 0, response, signature)
 
     def complete(self, key: bytes, request: bytes, response: bytes) -> int:
-        call = self.orders.functions.workOrderComplete(*self.completion(key, request, response))
-        return int(send_transaction(self.w3, self.relayer, call, "workOrderComplete")["gasUsed"])
+        call = self.orders.functions.workOrderComplete(
+            *self.completion(key, request, response)
+        )
+        return int(
+            send_transaction(self.w3, self.relayer, call, "workOrderComplete")[
+                "gasUsed"
+            ]
+        )
 
     def complete_batch(self, items: list[tuple[Any, ...]]) -> int:
         call = self.orders.functions.workOrderCompleteBatch(items)
-        receipt = send_transaction(self.w3, self.relayer, call, "workOrderCompleteBatch")
+        receipt = send_transaction(
+            self.w3, self.relayer, call, "workOrderCompleteBatch"
+        )
         return int(receipt["gasUsed"])
 
 
 def anvil_version() -> str:
     out = subprocess.run(
-        [str(NODE_BIN / "anvil"), "--version"], capture_output=True, text=True, check=True
+        [str(NODE_BIN / "anvil"), "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return out.stdout.strip().splitlines()[0]
 
@@ -191,9 +215,13 @@ def run() -> list[str]:
             for _ in range(count):
                 request = eea_request(1024, bench.serial)
                 key, _gas = bench.submit(request)
-                items.append(bench.completion(key, request, eea_response(1024, bench.serial)))
+                items.append(
+                    bench.completion(key, request, eea_response(1024, bench.serial))
+                )
             per_order = bench.complete_batch(items) / count
-            lines.append(f"  batch of {count:>2}: {per_order:>10.0f} gas per completion")
+            lines.append(
+                f"  batch of {count:>2}: {per_order:>10.0f} gas per completion"
+            )
 
     ratio = pair_1k / AVALON_GAS_PER_1KIB_ORDER
     verdict = "met" if ratio <= TARGET_RATIO else "NOT met"

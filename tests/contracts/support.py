@@ -64,7 +64,9 @@ def revert_data(exc: BaseException) -> bytes:
 @contextmanager
 def reverts(error_signature: str) -> Iterator[None]:
     """Asserts the block reverts with the custom error ``error_signature``."""
-    with pytest.raises((TransactionFailed, ContractLogicError, ContractCustomError)) as info:
+    with pytest.raises(
+        (TransactionFailed, ContractLogicError, ContractCustomError)
+    ) as info:
         yield
     assert revert_data(info.value)[:4] == selector(error_signature), info.value
 
@@ -158,7 +160,12 @@ class Env:
         sender = sender or self.requester
         work_order_id = work_order_id or self.next_id()
         call = self.orders.functions.workOrderSubmit(
-            work_order_id, worker_id, keccak(b"requester id"), request, deadline, callback_gas
+            work_order_id,
+            worker_id,
+            keccak(b"requester id"),
+            request,
+            deadline,
+            callback_gas,
         )
         self.transact(call, sender)
         return order_key(sender, work_order_id)
@@ -193,7 +200,11 @@ class Env:
         sender: str | None = None,
         gas: int | None = None,
     ) -> Any:
-        signature = self.sign(key, request, response, status) if signature is None else signature
+        signature = (
+            self.sign(key, request, response, status)
+            if signature is None
+            else signature
+        )
         call = self.orders.functions.workOrderComplete(key, status, response, signature)
         return self.transact(call, sender or self.relayer, gas)
 
@@ -210,7 +221,9 @@ class Env:
             "completedAt",
             "deadline",
         )
-        return dict(zip(names, self.orders.functions.workOrderGet(key).call(), strict=True))
+        return dict(
+            zip(names, self.orders.functions.workOrderGet(key).call(), strict=True)
+        )
 
     def now(self) -> int:
         return int(self.w3.eth.get_block("latest")["timestamp"])

@@ -50,7 +50,9 @@ def test_artifact_is_not_stale(name: str) -> None:
     """No source an artifact was built from changed since: rebuild with scripts/build-contracts."""
     artifact = load_artifact(name)
 
-    assert stale_sources(artifact) == [], "run scripts/build-contracts and commit contracts/build"
+    assert stale_sources(artifact) == [], (
+        "run scripts/build-contracts and commit contracts/build"
+    )
     assert combined_source_hash(artifact.source_files) == artifact.source_hash
 
 
@@ -62,7 +64,9 @@ def test_every_source_file_feeds_some_artifact() -> None:
     assert on_disk == used
 
 
-def test_stale_check_detects_an_edited_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stale_check_detects_an_edited_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Editing one source in a copy of the tree makes its artifact stale."""
     shutil.copytree(SOURCE_DIR, tmp_path / "contracts" / "src")
     monkeypatch.setattr(abi, "PROJECT_ROOT", tmp_path)

@@ -7,18 +7,35 @@ from typing import Any
 from eth_utils import keccak
 
 from enclave_bridge.result_signature import order_key
-from tests.contracts.support import FAR_DEADLINE, REQUEST, RESPONSE, WORKER_ID, Env, key_of, logs
+from tests.contracts.support import (
+    FAR_DEADLINE,
+    REQUEST,
+    RESPONSE,
+    WORKER_ID,
+    Env,
+    key_of,
+    logs,
+)
 
 PENDING, COMPLETED = 1, 2
 UNKNOWN, ALREADY_COMPLETED, CANCELLED, BAD_SIGNATURE, CALLBACK_GAS = 1, 2, 3, 4, 5
 
 
-def item(env: Env, key: bytes, signature: bytes | None = None, status: int = 0) -> tuple[Any, ...]:
-    return (key, status, RESPONSE, env.sign(key, status=status) if signature is None else signature)
+def item(
+    env: Env, key: bytes, signature: bytes | None = None, status: int = 0
+) -> tuple[Any, ...]:
+    return (
+        key,
+        status,
+        RESPONSE,
+        env.sign(key, status=status) if signature is None else signature,
+    )
 
 
 def run_batch(env: Env, items: list[tuple[Any, ...]], gas: int | None = None) -> Any:
-    return env.transact(env.orders.functions.workOrderCompleteBatch(items), env.relayer, gas)
+    return env.transact(
+        env.orders.functions.workOrderCompleteBatch(items), env.relayer, gas
+    )
 
 
 def skips(env: Env, receipt: Any) -> list[tuple[bytes, int]]:
@@ -56,7 +73,9 @@ def test_every_skip_reason_without_reverting_the_batch(env: Env) -> None:
             item(env, unknown),
             item(env, done),
             item(env, cancelled),
-            item(env, forged, signature=env.sign(forged, private_key=key_of("relayer"))),
+            item(
+                env, forged, signature=env.sign(forged, private_key=key_of("relayer"))
+            ),
             item(env, good),
         ],
     )
@@ -67,7 +86,9 @@ def test_every_skip_reason_without_reverting_the_batch(env: Env) -> None:
         (cancelled, CANCELLED),
         (forged, BAD_SIGNATURE),
     ]
-    assert [e["args"]["orderKey"] for e in logs(receipt, env.orders, "WorkOrderCompleted")] == [good]
+    assert [
+        e["args"]["orderKey"] for e in logs(receipt, env.orders, "WorkOrderCompleted")
+    ] == [good]
     assert (env.get(forged)["state"], env.get(good)["state"]) == (PENDING, COMPLETED)
 
 
@@ -85,7 +106,9 @@ def test_item_whose_callback_cannot_get_its_gas_is_skipped(env: Env) -> None:
     """With too little gas left for an item's callback, that item is skipped (reason 5), cleanly."""
     probe = env.deploy("CallbackProbe", env.orders.address)
     work_order_id = env.next_id()
-    call = probe.functions.submit(work_order_id, WORKER_ID, REQUEST, FAR_DEADLINE, 1_500_000)
+    call = probe.functions.submit(
+        work_order_id, WORKER_ID, REQUEST, FAR_DEADLINE, 1_500_000
+    )
     env.transact(call, env.requester)
     hungry = order_key(probe.address, work_order_id)
     plain = env.submit()
@@ -104,7 +127,9 @@ def test_batch_with_callbacks_delivers_each(env: Env) -> None:
     keys = []
     for _ in range(3):
         work_order_id = env.next_id()
-        call = probe.functions.submit(work_order_id, WORKER_ID, REQUEST, FAR_DEADLINE, 200_000)
+        call = probe.functions.submit(
+            work_order_id, WORKER_ID, REQUEST, FAR_DEADLINE, 200_000
+        )
         env.transact(call, env.requester)
         keys.append(order_key(probe.address, work_order_id))
 

@@ -9,7 +9,15 @@ from eth_utils import keccak
 from web3.contract import Contract
 
 from enclave_bridge.result_signature import order_key
-from tests.contracts.support import FAR_DEADLINE, REQUEST, RESPONSE, WORKER_ID, Env, logs, reverts
+from tests.contracts.support import (
+    FAR_DEADLINE,
+    REQUEST,
+    RESPONSE,
+    WORKER_ID,
+    Env,
+    logs,
+    reverts,
+)
 
 COMPLETED = 2
 MODE_RECORD, MODE_REVERT, MODE_REENTER, MODE_BURN, MODE_RETURN_BOMB = range(5)
@@ -22,16 +30,22 @@ def probe(env: Env) -> Contract:
     return env.deploy("CallbackProbe", env.orders.address)
 
 
-def submit_via(env: Env, consumer: Contract, callback_gas: int, deadline: int = FAR_DEADLINE) -> bytes:
+def submit_via(
+    env: Env, consumer: Contract, callback_gas: int, deadline: int = FAR_DEADLINE
+) -> bytes:
     """Submits through the probe (so the probe is the requester); returns the order key."""
     work_order_id = env.next_id()
-    call = consumer.functions.submit(work_order_id, WORKER_ID, REQUEST, deadline, callback_gas)
+    call = consumer.functions.submit(
+        work_order_id, WORKER_ID, REQUEST, deadline, callback_gas
+    )
     env.transact(call, env.requester)
     return order_key(consumer.address, work_order_id)
 
 
 def completion_call(env: Env, key: bytes, status: int = 0) -> Any:
-    return env.orders.functions.workOrderComplete(key, status, RESPONSE, env.sign(key, status=status))
+    return env.orders.functions.workOrderComplete(
+        key, status, RESPONSE, env.sign(key, status=status)
+    )
 
 
 def least_gas(env: Env, call: Any) -> int:
@@ -51,7 +65,9 @@ def test_example_consumer_stores_the_verified_result(env: Env) -> None:
     """The example consumer requests a computation and keeps the result the registry verified."""
     consumer = env.deploy("ExampleConsumer", env.orders.address)
     work_order_id = env.next_id()
-    call = consumer.functions.requestComputation(work_order_id, WORKER_ID, REQUEST, FAR_DEADLINE, 200_000)
+    call = consumer.functions.requestComputation(
+        work_order_id, WORKER_ID, REQUEST, FAR_DEADLINE, 200_000
+    )
     env.transact(call, env.operator)
     key = order_key(consumer.address, work_order_id)
 
@@ -66,8 +82,12 @@ def test_example_consumer_stores_the_verified_result(env: Env) -> None:
 def test_example_consumer_accepts_results_only_from_the_registry(env: Env) -> None:
     """A direct call to the callback, or a request by a non-owner, is refused."""
     consumer = env.deploy("ExampleConsumer", env.orders.address)
-    fake = consumer.functions.onWorkOrderResult(b"\x01" * 32, b"\x02" * 32, 0, b"forged")
-    request = consumer.functions.requestComputation(env.next_id(), WORKER_ID, REQUEST, FAR_DEADLINE, 0)
+    fake = consumer.functions.onWorkOrderResult(
+        b"\x01" * 32, b"\x02" * 32, 0, b"forged"
+    )
+    request = consumer.functions.requestComputation(
+        env.next_id(), WORKER_ID, REQUEST, FAR_DEADLINE, 0
+    )
 
     with reverts("NotRegistry(address)"):
         env.transact(fake, env.stranger)
@@ -107,14 +127,18 @@ def test_relayer_cannot_starve_the_callback(env: Env, probe: Contract) -> None:
 
 
 @pytest.mark.parametrize("mode", [MODE_REVERT, MODE_BURN])
-def test_failing_callback_does_not_undo_completion(env: Env, probe: Contract, mode: int) -> None:
+def test_failing_callback_does_not_undo_completion(
+    env: Env, probe: Contract, mode: int
+) -> None:
     """A reverting or gas-burning callback leaves the order completed and emits CallbackFailed."""
     env.transact(probe.functions.setMode(mode, b""), env.requester)
     key = submit_via(env, probe, 100_000)
 
     receipt = env.complete(key)
 
-    assert [e["args"]["orderKey"] for e in logs(receipt, env.orders, "CallbackFailed")] == [key]
+    assert [
+        e["args"]["orderKey"] for e in logs(receipt, env.orders, "CallbackFailed")
+    ] == [key]
     assert len(logs(receipt, env.orders, "WorkOrderCompleted")) == 1
     assert env.get(key)["state"] == COMPLETED
     assert probe.functions.calls().call() == 0
@@ -133,7 +157,9 @@ def test_return_data_is_not_copied(env: Env, probe: Contract) -> None:
     assert env.get(key)["state"] == COMPLETED
 
 
-def test_reentry_from_the_callback_finds_the_order_completed(env: Env, probe: Contract) -> None:
+def test_reentry_from_the_callback_finds_the_order_completed(
+    env: Env, probe: Contract
+) -> None:
     """Re-entering complete or cancel from the callback fails: state is written before the call."""
     key = submit_via(env, probe, 600_000, deadline=env.now() + 5)
     env.travel_to(env.now() + 10)
@@ -155,7 +181,9 @@ def test_callback_to_an_account_without_code_is_reported(env: Env) -> None:
 
     receipt = env.complete(key)
 
-    assert [e["args"]["orderKey"] for e in logs(receipt, env.orders, "CallbackFailed")] == [key]
+    assert [
+        e["args"]["orderKey"] for e in logs(receipt, env.orders, "CallbackFailed")
+    ] == [key]
     assert env.get(key)["state"] == COMPLETED
 
 

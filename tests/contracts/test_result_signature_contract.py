@@ -53,14 +53,18 @@ def test_digest_matches_golden(env: Env) -> None:
 
 def test_golden_signature_recovers_to_golden_signer(env: Env) -> None:
     """ecrecover through the library yields the golden signer."""
-    signer = env.harness.functions.recover(golden_digest(env), b32(ETH["signature"])).call()
+    signer = env.harness.functions.recover(
+        golden_digest(env), b32(ETH["signature"])
+    ).call()
 
     assert signer == GOLDEN["signerAddress"]
 
 
 def test_high_s_twin_is_rejected(env: Env) -> None:
     """The malleable high-S twin of the golden signature recovers to nobody."""
-    signer = env.harness.functions.recover(golden_digest(env), b32(ETH["highSTwin"])).call()
+    signer = env.harness.functions.recover(
+        golden_digest(env), b32(ETH["highSTwin"])
+    ).call()
 
     assert signer == ZERO_ADDRESS
 
@@ -70,14 +74,20 @@ def test_v_outside_27_28_is_rejected(env: Env) -> None:
     good = b32(ETH["signature"])
     for v in (0, 1, 29):
         bad = good[:64] + bytes([v])
-        assert env.harness.functions.recover(golden_digest(env), bad).call() == ZERO_ADDRESS
+        assert (
+            env.harness.functions.recover(golden_digest(env), bad).call()
+            == ZERO_ADDRESS
+        )
 
 
 def test_wrong_length_is_rejected(env: Env) -> None:
     """A 64-byte (EIP-2098) or 66-byte signature recovers to nobody."""
     good = b32(ETH["signature"])
     for bad in (good[:64], good + b"\x00"):
-        assert env.harness.functions.recover(golden_digest(env), bad).call() == ZERO_ADDRESS
+        assert (
+            env.harness.functions.recover(golden_digest(env), bad).call()
+            == ZERO_ADDRESS
+        )
 
 
 def test_unrecoverable_signature_yields_zero(env: Env) -> None:

@@ -216,12 +216,16 @@ def test_signature_replayed_in_a_second_deployment_is_rejected(env: Env) -> None
     signature = env.sign(key)
     twin = env.deploy("WorkOrderRegistry", env.workers.address, MAX_CALLBACK_GAS)
     env.transact(
-        twin.functions.workOrderSubmit(work_order_id, WORKER_ID, b"\x00" * 32, REQUEST, FAR_DEADLINE, 0),
+        twin.functions.workOrderSubmit(
+            work_order_id, WORKER_ID, b"\x00" * 32, REQUEST, FAR_DEADLINE, 0
+        ),
         env.requester,
     )
 
     with reverts("BadSignature(bytes32)"):
-        env.transact(twin.functions.workOrderComplete(key, 0, RESPONSE, signature), env.relayer)
+        env.transact(
+            twin.functions.workOrderComplete(key, 0, RESPONSE, signature), env.relayer
+        )
 
 
 def test_signature_paired_with_other_bytes_is_rejected(env: Env) -> None:
@@ -260,7 +264,13 @@ def test_malformed_signatures_are_rejected(env: Env) -> None:
     """v outside {27, 28}, wrong lengths and unrecoverable signatures are refused."""
     key = env.submit()
     good = env.sign(key)
-    for bad in (good[:64] + b"\x00", good[:64] + b"\x1d", good[:64], good + b"\x00", b"\x00" * 65):
+    for bad in (
+        good[:64] + b"\x00",
+        good[:64] + b"\x1d",
+        good[:64],
+        good + b"\x00",
+        b"\x00" * 65,
+    ):
         with reverts("BadSignature(bytes32)"):
             env.complete(key, signature=bad)
 
@@ -353,7 +363,9 @@ def test_completion_after_deadline_is_still_accepted_until_cancelled(env: Env) -
 def test_cancel_unknown_order_reverts(env: Env) -> None:
     """Cancelling a key nobody submitted is refused."""
     with reverts("UnknownOrder(bytes32)"):
-        env.transact(env.orders.functions.workOrderCancel(keccak(b"none")), env.requester)
+        env.transact(
+            env.orders.functions.workOrderCancel(keccak(b"none")), env.requester
+        )
 
 
 def test_get_unknown_order_is_all_zero(env: Env) -> None:

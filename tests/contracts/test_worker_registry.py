@@ -26,7 +26,15 @@ def test_register_stores_everything_and_emits(env: Env) -> None:
     receipt = env.register_worker(worker_id, key_of("fresh"), details="details v1")
 
     retrieved = env.workers.functions.workerRetrieve(worker_id).call()
-    assert retrieved == [1, 1, ORG_ID, [APP_ID], "details v1", address_of(key_of("fresh")), env.operator]
+    assert retrieved == [
+        1,
+        1,
+        ORG_ID,
+        [APP_ID],
+        "details v1",
+        address_of(key_of("fresh")),
+        env.operator,
+    ]
     (event,) = logs(receipt, env.workers, "WorkerRegistered")
     assert event["args"]["workerId"] == worker_id
     assert event["args"]["organizationId"] == ORG_ID
@@ -40,14 +48,19 @@ def test_duplicate_register_reverts_even_for_its_owner(env: Env) -> None:
         with reverts("WorkerAlreadyRegistered(bytes32)"):
             env.register_worker(WORKER_ID, key_of("squatter"), owner=sender)
 
-    assert env.workers.functions.workerSigner(WORKER_ID).call() == [address_of(WORKER_KEY), 1]
+    assert env.workers.functions.workerSigner(WORKER_ID).call() == [
+        address_of(WORKER_KEY),
+        1,
+    ]
 
 
 def test_register_refuses_zero_id_and_zero_signer(env: Env) -> None:
     """Worker id 0 and signing address 0 are refused."""
     with reverts("InvalidWorkerId()"):
         env.register_worker(b"\x00" * 32, key_of("a"))
-    call = env.workers.functions.workerRegister(keccak(b"w0"), 1, ORG_ID, [], "", ZERO_ADDRESS)
+    call = env.workers.functions.workerRegister(
+        keccak(b"w0"), 1, ORG_ID, [], "", ZERO_ADDRESS
+    )
     with reverts("InvalidSigningAddress()"):
         env.transact(call, env.operator)
 
@@ -73,7 +86,10 @@ def test_nobody_else_can_update_a_worker(env: Env, who: str) -> None:
 
     with reverts("NotWorkerOwner(bytes32,address)"):
         env.transact(call, attacker)
-    assert env.workers.functions.workerSigner(WORKER_ID).call() == [address_of(WORKER_KEY), 1]
+    assert env.workers.functions.workerSigner(WORKER_ID).call() == [
+        address_of(WORKER_KEY),
+        1,
+    ]
 
 
 @pytest.mark.parametrize("who", ["stranger", "relayer"])
@@ -95,7 +111,9 @@ def test_unknown_worker_reverts_on_every_access(env: Env) -> None:
     """Update, status change and retrieve of an unregistered id revert; workerSigner reports zero."""
     unknown = keccak(b"nobody")
     with reverts("UnknownWorker(bytes32)"):
-        env.transact(env.workers.functions.workerUpdate(unknown, "", env.operator), env.operator)
+        env.transact(
+            env.workers.functions.workerUpdate(unknown, "", env.operator), env.operator
+        )
     with reverts("UnknownWorker(bytes32)"):
         env.transact(env.workers.functions.workerSetStatus(unknown, 2), env.operator)
     with reverts("UnknownWorker(bytes32)"):
@@ -106,7 +124,9 @@ def test_unknown_worker_reverts_on_every_access(env: Env) -> None:
 @pytest.mark.parametrize("status", [1, 2, 3, 4])
 def test_set_status_accepts_eea_values(env: Env, status: int) -> None:
     """Statuses 1-4 are stored and announced."""
-    receipt = env.transact(env.workers.functions.workerSetStatus(WORKER_ID, status), env.operator)
+    receipt = env.transact(
+        env.workers.functions.workerSetStatus(WORKER_ID, status), env.operator
+    )
 
     (event,) = logs(receipt, env.workers, "WorkerStatusChanged")
     assert (event["args"]["workerId"], event["args"]["status"]) == (WORKER_ID, status)
@@ -117,7 +137,9 @@ def test_set_status_accepts_eea_values(env: Env, status: int) -> None:
 def test_set_status_refuses_other_values(env: Env, status: int) -> None:
     """Statuses outside 1-4 revert."""
     with reverts("InvalidWorkerStatus(uint256)"):
-        env.transact(env.workers.functions.workerSetStatus(WORKER_ID, status), env.operator)
+        env.transact(
+            env.workers.functions.workerSetStatus(WORKER_ID, status), env.operator
+        )
 
 
 def register_many(env: Env, count: int) -> list[bytes]:
@@ -126,7 +148,9 @@ def register_many(env: Env, count: int) -> list[bytes]:
     for i in range(count):
         worker_id = keccak(f"paged worker {i}".encode())
         apps = (keccak(b"app A"),) if i % 3 else (keccak(b"app A"), keccak(b"app B"))
-        env.register_worker(worker_id, key_of(f"p{i}"), worker_type=1 + i % 2, apps=apps)
+        env.register_worker(
+            worker_id, key_of(f"p{i}"), worker_type=1 + i % 2, apps=apps
+        )
         ids.append(worker_id)
     return ids
 
@@ -176,10 +200,14 @@ def test_lookup_tag_continues_where_the_page_stopped(env: Env) -> None:
     register_many(env, 25)
     app_b = keccak(b"app B")
 
-    total, tag, first = env.workers.functions.workerLookUp(0, b"\x00" * 32, app_b).call()
+    total, tag, first = env.workers.functions.workerLookUp(
+        0, b"\x00" * 32, app_b
+    ).call()
 
     assert (total, tag, len(first)) == (9, "", 9)
-    total, tag, first = env.workers.functions.workerLookUp(0, b"\x00" * 32, APP_ID).call()
+    total, tag, first = env.workers.functions.workerLookUp(
+        0, b"\x00" * 32, APP_ID
+    ).call()
     assert (total, tag, len(first)) == (1, "", 1)
 
 
@@ -187,12 +215,16 @@ def test_lookup_next_refuses_a_bad_tag(env: Env) -> None:
     """A non-numeric or empty tag reverts instead of restarting silently."""
     for tag in ("", "x1", "1" * 21):
         with reverts("InvalidLookupTag(string)"):
-            env.workers.functions.workerLookUpNext(0, b"\x00" * 32, b"\x00" * 32, tag).call()
+            env.workers.functions.workerLookUpNext(
+                0, b"\x00" * 32, b"\x00" * 32, tag
+            ).call()
 
 
 def test_lookup_next_past_the_end_is_empty(env: Env) -> None:
     """A tag beyond the list yields an empty page with the full total."""
-    result = env.workers.functions.workerLookUpNext(0, b"\x00" * 32, b"\x00" * 32, "99").call()
+    result = env.workers.functions.workerLookUpNext(
+        0, b"\x00" * 32, b"\x00" * 32, "99"
+    ).call()
 
     assert result == [1, "", []]
 

@@ -12,8 +12,15 @@ APP = keccak(b"app one")
 SC_ADDR = keccak(b"registry contract")[:32]
 
 
-def add(env: Env, org: bytes = ORG, apps: tuple[bytes, ...] = (APP,), sender: str | None = None) -> object:
-    call = env.worker_list.functions.registryAdd(org, "http://127.0.0.1:1947", SC_ADDR, list(apps))
+def add(
+    env: Env,
+    org: bytes = ORG,
+    apps: tuple[bytes, ...] = (APP,),
+    sender: str | None = None,
+) -> object:
+    call = env.worker_list.functions.registryAdd(
+        org, "http://127.0.0.1:1947", SC_ADDR, list(apps)
+    )
     return env.transact(call, sender or env.operator)
 
 
@@ -34,9 +41,13 @@ def test_add_and_retrieve(env: Env) -> None:
 def test_update_and_set_status(env: Env) -> None:
     """The owner can update an entry and move it through statuses 1-3."""
     add(env)
-    call = env.worker_list.functions.registryUpdate(ORG, "http://127.0.0.1:2000", SC_ADDR, [])
+    call = env.worker_list.functions.registryUpdate(
+        ORG, "http://127.0.0.1:2000", SC_ADDR, []
+    )
     env.transact(call, env.operator)
-    receipt = env.transact(env.worker_list.functions.registrySetStatus(ORG, 3), env.operator)
+    receipt = env.transact(
+        env.worker_list.functions.registrySetStatus(ORG, 3), env.operator
+    )
 
     assert env.worker_list.functions.registryRetrieve(ORG).call() == [
         "http://127.0.0.1:2000",
@@ -67,7 +78,9 @@ def test_every_write_is_owner_only(env: Env, who: str) -> None:
 
 def test_ownership_transfer_moves_the_right_to_write(env: Env) -> None:
     """After a transfer the new owner writes and the old one cannot."""
-    env.transact(env.worker_list.functions.transferOwnership(env.stranger), env.operator)
+    env.transact(
+        env.worker_list.functions.transferOwnership(env.stranger), env.operator
+    )
 
     add(env, sender=env.stranger)
     with reverts("NotOwner(address)"):
@@ -86,7 +99,9 @@ def test_duplicates_unknowns_and_bad_values_revert(env: Env) -> None:
     with reverts("UnknownRegistry(bytes32)"):
         functions.registryRetrieve(keccak(b"nobody")).call()
     with reverts("UnknownRegistry(bytes32)"):
-        env.transact(functions.registryUpdate(keccak(b"nobody"), "", SC_ADDR, []), env.operator)
+        env.transact(
+            functions.registryUpdate(keccak(b"nobody"), "", SC_ADDR, []), env.operator
+        )
     for status in (0, 4):
         with reverts("InvalidRegistryStatus(uint256)"):
             env.transact(functions.registrySetStatus(ORG, status), env.operator)
