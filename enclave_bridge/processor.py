@@ -53,7 +53,7 @@ from enclave_bridge.eea import (
     parse_request,
     peek_field,
 )
-from enclave_bridge.errors import CryptoError, WorkOrderError
+from enclave_bridge.errors import ConfigurationError, CryptoError, WorkOrderError
 from enclave_bridge.keys import WorkerKeys
 from enclave_bridge.result_signature import (
     EthereumDomain,
@@ -144,7 +144,9 @@ class ProcessOutcome:
     request_hash: bytes | None
     # Workload state to commit with this result (None: leave it unchanged).
     new_state: Mapping[str, Any] | None
-    # On-chain signature over ``response_bytes`` for the given target.
+    # On-chain signature over ``response_bytes`` for the given target; None
+    # without a target, or when the order names a worker this processor does
+    # not hold and it holds several (it cannot tell whose answer it is).
     result_signature: bytes | None
     # Which check refused the request (one of STAGES), None for a result.
     stage: str | None = None
@@ -189,10 +191,15 @@ class WorkOrderProcessor:
             worker_id: worker.encryption_key.public_key().public_numbers()
             for worker_id, worker in self._keys.items()
         }
-        self._bound_keys: dict[str, coincurve.PublicKey] = {
-            requester.lower(): crypto.load_verifying_key(key)
-            for requester, key in policy.requester_keys.items()
-        }
+        self._bound_keys: dict[str, coincurve.PublicKey] = {}
+        for requester, key in policy.requester_keys.items():
+            try:
+                self._bound_keys[requester.lower()] = crypto.load_verifying_key(key)
+            except CryptoError as exc:
+                raise ConfigurationError(
+                    f"requester_keys[{requester!r}] is not a secp256k1 public key "
+                    "(PEM or SEC1)"
+                ) from exc
 
     def process(
         self,

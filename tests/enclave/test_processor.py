@@ -15,6 +15,7 @@ from eth_utils.crypto import keccak
 
 from enclave_bridge import crypto
 from enclave_bridge.eea import EeaError, parse_request
+from enclave_bridge.errors import ConfigurationError
 from enclave_bridge.keys import WorkerKeys
 from enclave_bridge.processor import (
     EthereumTarget,
@@ -640,3 +641,36 @@ def test_every_unwrap_failure_looks_the_same(
         answers.add((error["code"], error["message"]))
 
     assert len(answers) == 1
+
+
+def test_bad_bound_key_is_a_configuration_error(worker_keys: WorkerKeys) -> None:
+    """A policy binding a requester to something that is not a key fails at start."""
+    policy = ProcessorPolicy(requester_keys={"aa": b"not a key"})
+
+    with pytest.raises(ConfigurationError, match="requester_keys"):
+        WorkOrderProcessor(
+            {worker_keys.worker_id: worker_keys}, default_registry(), policy
+        )
+
+
+def test_several_workers_and_an_unknown_one(
+    worker_keys: WorkerKeys, worker_details: WorkerDetails
+) -> None:
+    """With several identities, an order for an unknown worker gets no on-chain signature."""
+    other = WorkerKeys("cd" * 32, bytes.fromhex("77" * 32), worker_keys.encryption_key)
+    processor = WorkOrderProcessor(
+        {worker_keys.worker_id.upper(): worker_keys, other.worker_id: other},
+        default_registry(),
+    )
+    stranger = WorkerDetails(
+        "ef" * 32,
+        worker_details.encryption_key_pem,
+        worker_details.verification_key_pem,
+    )
+
+    served = processor.process(order(worker_details).request, target=eth_target())
+    refused = processor.process(order(stranger).request, target=eth_target())
+
+    assert served.status == 0 and served.result_signature is not None
+    assert refused.status == EeaError.INVALID_PARAMETER
+    assert refused.result_signature is None
