@@ -55,9 +55,7 @@ def create_engine(url: str | URL) -> AsyncEngine:
         _tune_sqlite(engine)
         return engine
 
-    return create_async_engine(
-        parsed, pool_size=POSTGRES_POOL_SIZE, pool_pre_ping=True
-    )
+    return create_async_engine(parsed, pool_size=POSTGRES_POOL_SIZE, pool_pre_ping=True)
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:

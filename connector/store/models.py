@@ -126,7 +126,12 @@ class WorkOrder(Base):
     __table_args__ = (
         UniqueConstraint("chain_id", "contract", "order_key"),
         CheckConstraint(f"state IN ({STATE_VALUES})", name="state"),
-        Index("ix_work_orders_chain_contract_block", "chain_id", "contract", "block_number"),
+        Index(
+            "ix_work_orders_chain_contract_block",
+            "chain_id",
+            "contract",
+            "block_number",
+        ),
         # Revision 0002: claim_next, ready_results and oldest_age scan by state in
         # the order orders entered it.
         Index("ix_work_orders_state_updated", "state", "updated_at"),

@@ -74,6 +74,11 @@ _CHUNK = 500
 
 WO = m.WorkOrder
 
+# States in which an order already has its result saved.
+_PAST_RESULT = frozenset(
+    {State.RESULT_READY, State.SUBMITTED, State.COMPLETED, State.FAILED}
+)
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -321,7 +326,7 @@ class WorkOrderStore:
             )
             orders = await self._load(session, WO.id.in_([row.id for row in moved]))
 
-        return sorted(orders, key=lambda order: (order.updated_at, order.ref.order_key))
+        return orders
 
     async def release_claims(
         self, claimer: str | None = None, *, claimed_before: datetime | None = None
@@ -386,9 +391,13 @@ class WorkOrderStore:
         async with self._transaction() as session:
             row = await self._current(session, ref)
             state = State(row.state)
-            if state is State.RESULT_READY:
-                return state
-            if claimer is not None and state is State.CLAIMED and row.claimed_by != claimer:
+            if state in _PAST_RESULT:
+                return state  # saved before: a retry of the same step
+            if (
+                claimer is not None
+                and state is State.CLAIMED
+                and row.claimed_by != claimer
+            ):
                 raise InvalidTransition(
                     f"work order {row.work_order_id} is claimed by {row.claimed_by!r}, "
                     f"not {claimer!r}: its claim was released and taken again"
@@ -482,7 +491,11 @@ class WorkOrderStore:
         fees: Fees,
     ) -> None:
         """Store a re-signed transaction for a nonce (higher fees), before sending it."""
-        chain, who, digest = chain_key(chain_id), contract_key(sender), as_bytes(tx_hash)
+        chain, who, digest = (
+            chain_key(chain_id),
+            contract_key(sender),
+            as_bytes(tx_hash),
+        )
         now = self._clock()
 
         async with self._transaction() as session:
@@ -490,7 +503,9 @@ class WorkOrderStore:
                 await session.execute(
                     update(m.Transaction)
                     .where(*_tx_is(chain, who, nonce))
-                    .values(raw=raw, tx_hash=digest, updated_at=now, **_fee_values(fees))
+                    .values(
+                        raw=raw, tx_hash=digest, updated_at=now, **_fee_values(fees)
+                    )
                     .returning(m.Transaction.id)
                 )
             ).scalar_one_or_none()
@@ -529,7 +544,9 @@ class WorkOrderStore:
         """The transaction stored for one nonce, with every hash sent for it."""
         chain, who = chain_key(chain_id), contract_key(sender)
         async with self._transaction() as session:
-            found = await self._load_transactions(session, and_(*_tx_is(chain, who, nonce)))
+            found = await self._load_transactions(
+                session, and_(*_tx_is(chain, who, nonce))
+            )
 
         return found[0] if found else None
 
@@ -553,7 +570,7 @@ class WorkOrderStore:
 
     async def requeue_submission(self, refs: Sequence[OrderRef]) -> None:
         """SUBMITTED -> RESULT_READY: the completion was dropped or reorged out."""
-        await self._move_each(refs, State.RESULT_READY)
+        await self._move_each(refs, State.RESULT_READY, only_from=State.SUBMITTED)
 
     async def mark_completed(self, ref: OrderRef, *, block_number: int) -> None:
         """SUBMITTED -> COMPLETED: its successful completion event is confirmed."""
@@ -682,11 +699,18 @@ class WorkOrderStore:
         return moved
 
     async def _move_one(
-        self, session: AsyncSession, row: Any, target: State, now: datetime, **values: Any
+        self,
+        session: AsyncSession,
+        row: Any,
+        target: State,
+        now: datetime,
+        **values: Any,
     ) -> None:
         source = State(row.state)
         check_transition(source, target, attempts=row.attempts)
-        moved = await self._move(session, target, {source}, WO.id == row.id, now, **values)
+        moved = await self._move(
+            session, target, {source}, WO.id == row.id, now, **values
+        )
         if not moved:
             raise InvalidTransition(
                 f"work order {row.work_order_id} left {source.value} while it was "
@@ -694,14 +718,31 @@ class WorkOrderStore:
             )
 
     async def _move_each(
-        self, refs: Sequence[OrderRef], target: State, **values: Any
+        self,
+        refs: Sequence[OrderRef],
+        target: State,
+        *,
+        only_from: State | None = None,
+        **values: Any,
     ) -> None:
+        """Move each order to ``target``; with ``only_from``, from that state only.
+
+        ``only_from`` narrows the table for calls that name one step (a
+        requeued submission comes from SUBMITTED, never from CLAIMED, though
+        both may go to RESULT_READY).
+        """
         now = self._clock()
         async with self._transaction() as session:
             for ref in refs:
                 row = await self._current(session, ref)
-                if State(row.state) is target:
+                source = State(row.state)
+                if source is target:
                     continue  # already done: a retry of the same step
+                if only_from is not None and source is not only_from:
+                    raise InvalidTransition(
+                        f"work order {row.work_order_id} is {source.value}; this "
+                        f"step moves only {only_from.value} orders to {target.value}"
+                    )
                 await self._move_one(session, row, target, now, **values)
 
     async def _current(self, session: AsyncSession, ref: OrderRef) -> Any:
@@ -721,9 +762,12 @@ class WorkOrderStore:
         return row
 
     async def _load(
-        self, session: AsyncSession, where: ColumnElement[bool], limit: int | None = None
+        self,
+        session: AsyncSession,
+        where: ColumnElement[bool],
+        limit: int | None = None,
     ) -> list[StoredOrder]:
-        query: Select[Any] = (
+        query: Select[m.WorkOrder, m.Result] = (
             select(WO, m.Result)
             .outerjoin(m.Result, m.Result.work_order_id == WO.id)
             .where(where)
@@ -742,7 +786,9 @@ class WorkOrderStore:
             return set()
         statement = (
             self._insert(WO)
-            .on_conflict_do_nothing(index_elements=["chain_id", "contract", "order_key"])
+            .on_conflict_do_nothing(
+                index_elements=["chain_id", "contract", "order_key"]
+            )
             .returning(WO.order_key)
         )
         new: set[bytes] = set()
@@ -764,11 +810,17 @@ class WorkOrderStore:
         if not seen:
             return []
         by_key = {row["order_key"]: row for row in seen}
-        orphans = []
+        orphans: list[Any] = []
         for keys in _chunks(list(by_key)):
             found = await session.execute(
-                select(WO.id, WO.state, WO.attempts, WO.work_order_id, WO.order_key, WO.request_keccak)
-                .where(
+                select(
+                    WO.id,
+                    WO.state,
+                    WO.attempts,
+                    WO.work_order_id,
+                    WO.order_key,
+                    WO.request_keccak,
+                ).where(
                     WO.chain_id == chain,
                     WO.contract == contract,
                     WO.order_key.in_(keys),
@@ -790,8 +842,15 @@ class WorkOrderStore:
                 await session.execute(
                     delete(m.Result).where(m.Result.work_order_id == orphan.id)
                 )
-                for name in ("request", "request_keccak", "work_order_id", "worker_id",
-                             "requester_id", "requester_address", "deadline"):
+                for name in (
+                    "request",
+                    "request_keccak",
+                    "work_order_id",
+                    "worker_id",
+                    "requester_id",
+                    "requester_address",
+                    "deadline",
+                ):
                     values[name] = event[name]
             await self._move_one(
                 session,
@@ -882,7 +941,11 @@ class WorkOrderStore:
 
         if recent_hashes:
             rows = [
-                {"checkpoint_id": point_id, "block_number": n, "block_hash": as_bytes(h)}
+                {
+                    "checkpoint_id": point_id,
+                    "block_number": n,
+                    "block_hash": as_bytes(h),
+                }
                 for n, h in sorted(recent_hashes.items())
             ]
             merge = self._insert(m.CheckpointBlock)
@@ -965,7 +1028,10 @@ class WorkOrderStore:
         if order_ids:
             await session.execute(
                 self._insert(m.TransactionOrder).values(
-                    [{"transaction_id": tx_id, "work_order_id": oid} for oid in order_ids]
+                    [
+                        {"transaction_id": tx_id, "work_order_id": oid}
+                        for oid in order_ids
+                    ]
                 )
             )
 
@@ -1013,7 +1079,10 @@ class WorkOrderStore:
         carried: dict[int, list[OrderRef]] = {tx_id: [] for tx_id in ids}
         for tx_id, chain, contract, key in await session.execute(
             select(
-                m.TransactionOrder.transaction_id, WO.chain_id, WO.contract, WO.order_key
+                m.TransactionOrder.transaction_id,
+                WO.chain_id,
+                WO.contract,
+                WO.order_key,
             )
             .join(WO, WO.id == m.TransactionOrder.work_order_id)
             .where(m.TransactionOrder.transaction_id.in_(ids))
@@ -1097,7 +1166,8 @@ def _order_row(
         "worker_id": as_id(order.worker_id),
         "requester_id": as_id(order.requester_id),
         "requester_address": (
-            None if order.requester_address is None
+            None
+            if order.requester_address is None
             else contract_key(order.requester_address)
         ),
         "request": order.request,
@@ -1149,7 +1219,7 @@ def _stored_order(order: m.WorkOrder, result: m.Result | None) -> StoredOrder:
     )
 
 
-def _log_move(row: Mapping[str, Any], target: State) -> None:
+def _log_move(row: Mapping[Any, Any], target: State) -> None:
     log.info(
         "work order %s -> %s",
         row["work_order_id"],
