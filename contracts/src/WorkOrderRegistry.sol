@@ -140,19 +140,18 @@ contract WorkOrderRegistry {
         if (signer == address(0)) revert UnknownWorker(workerId);
         if (workerStatus != WORKER_ACTIVE) revert WorkerNotActive(workerId, workerStatus);
 
-        orders[orderKey] = Order({
-            signer: signer,
-            state: STATE_PENDING,
-            submittedAt: uint40(block.timestamp),
-            completedAt: 0,
-            requester: msg.sender,
-            deadline: deadline,
-            callbackGas: callbackGas,
-            workerId: workerId,
-            requestHash: keccak256(request),
-            workOrderIdOrResponseHash: workOrderId,
-            status: 0
-        });
+        // Field by field, leaving completedAt and status unwritten: both are
+        // zero already (a key is never reused), and a store of zero costs gas.
+        Order storage order = orders[orderKey];
+        order.signer = signer;
+        order.state = STATE_PENDING;
+        order.submittedAt = uint40(block.timestamp);
+        order.requester = msg.sender;
+        order.deadline = deadline;
+        order.callbackGas = callbackGas;
+        order.workerId = workerId;
+        order.requestHash = keccak256(request);
+        order.workOrderIdOrResponseHash = workOrderId;
         emit WorkOrderSubmitted(workOrderId, workerId, requesterId, orderKey, msg.sender, request);
     }
 
