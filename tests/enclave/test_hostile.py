@@ -53,11 +53,14 @@ MUST_REACH = {
 }
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
-ENCRYPTED_FIELDS = {
+# Fields whose bytes a flip or a cut damages: ciphertexts, IVs and digests.
+FLIPPABLE = {
     "encryptedSessionKey",
     "encryptedRequestHash",
     "data",
     "encryptedDataEncryptionKey",
+    "iv",
+    "dataHash",
 }
 WRONG_VALUES: list[Any] = [None, 0, -1, True, [], {}, 1.5, "", "xyz", [{"index": 0}]]
 
@@ -181,7 +184,7 @@ def m_bad_hex(params: dict[str, Any], path: tuple[Any, ...], n: int) -> None:
 
 def m_flip(params: dict[str, Any], path: tuple[Any, ...], n: int) -> None:
     value = get(params, path)
-    if path[-1] in ENCRYPTED_FIELDS and isinstance(value, str) and len(value) > 4:
+    if path[-1] in FLIPPABLE and isinstance(value, str) and len(value) > 4:
         raw, encode = _decode(value)
         if raw:
             flipped = bytearray(raw)
@@ -191,7 +194,7 @@ def m_flip(params: dict[str, Any], path: tuple[Any, ...], n: int) -> None:
 
 def m_truncate(params: dict[str, Any], path: tuple[Any, ...], n: int) -> None:
     value = get(params, path)
-    if path[-1] in ENCRYPTED_FIELDS and isinstance(value, str) and len(value) > 4:
+    if path[-1] in FLIPPABLE and isinstance(value, str) and len(value) > 4:
         raw, encode = _decode(value)
         put(params, path, encode(raw[: n % max(len(raw), 1)]))
 
@@ -371,3 +374,42 @@ def _shared_processor() -> WorkOrderProcessor:
     if not _PROCESSOR:
         _PROCESSOR.append(make_processor())
     return _PROCESSOR[0]
+
+
+# (base name prefix, mutation, path, expected stage) for one clear case each.
+TARGETED = [
+    ("av02", "flip", ("encryptedSessionKey",), "session_key"),
+    ("av02", "truncate", ("encryptedSessionKey",), "session_key"),
+    ("av02", "flip", ("inData", 0, "data"), "data_decrypt"),
+    ("av02", "truncate", ("inData", 0, "data"), "data_decrypt"),
+    ("av21", "flip", ("inData", 0, "encryptedDataEncryptionKey"), "data_decrypt"),
+    ("av02", "flip", ("encryptedRequestHash",), "request_hash"),
+    ("av08", "flip", ("inData", 0, "data"), "request_hash"),
+    ("av02", "bad-hex", ("workOrderId",), "parse"),
+    ("av02", "wrong-type", ("inData",), "parse"),
+    (
+        "tcbridge-mixed",
+        "flip",
+        ("outData", 1, "encryptedDataEncryptionKey"),
+        "data_decrypt",
+    ),
+    ("tcbridge-mixed", "flip", ("inData", 0, "iv"), "data_decrypt"),
+    ("tcbridge-mixed", "flip", ("inData", 0, "dataHash"), "data_hash"),
+    ("av15", "truncate", ("inData", 0, "dataHash"), "parse"),
+]
+
+
+@pytest.mark.parametrize(
+    ("prefix", "kind", "path", "stage"),
+    TARGETED,
+    ids=[f"{p}-{k}-{'.'.join(map(str, path))}" for p, k, path, _ in TARGETED],
+)
+def test_targeted_mutations_stop_at_their_stage(
+    prefix: str, kind: str, path: tuple[Any, ...], stage: str
+) -> None:
+    """Each encrypted field, when damaged, is caught by the check that owns it."""
+    base = next(b for b in BASES if b.name.startswith(prefix))
+    request = copy.deepcopy(base.request)
+    MUTATIONS[kind](request["params"], path, 3)
+
+    assert check_outcome(make_processor(), request) == stage
