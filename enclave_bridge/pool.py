@@ -254,6 +254,9 @@ class EnclavePool:
         for process in self._processes:
             process.retired = True
             process.writer.close()
+            if not process.ready.done():
+                # Still importing or unsealing: it holds no work, waiting is pointless.
+                _kill(process.pid)
         deadline = time.monotonic() + CLOSE_GRACE_SECONDS
         for process in list(self._processes):
             await self._stop(process, deadline)

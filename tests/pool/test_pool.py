@@ -1,0 +1,217 @@
+"""The enclave pool: parallel orders, crashes, execution cap, dedupe, statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from eth_utils import keccak
+
+from enclave_bridge.eea import EeaError
+from enclave_bridge.errors import ConfigurationError, PoolError
+from enclave_bridge.identity import SealedIdentity
+from enclave_bridge.pool import EnclavePool, PoolJob, open_pool
+from enclave_bridge.processor import EthereumTarget
+from enclave_bridge.requester import WorkerDetails, verify_response
+from enclave_bridge.result_signature import (
+    EthereumDomain,
+    recover_eip712_signer,
+)
+from tests.pool.conftest import PASSPHRASE, TEST_REGISTRY, OrderMaker, audit_lines
+
+DOMAIN = EthereumDomain(31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3")
+
+
+async def test_many_orders_in_parallel(
+    pool: EnclavePool, make_order: OrderMaker, vector_details: WorkerDetails
+) -> None:
+    """Forty orders submitted at once all verify, and both processes served some."""
+    orders = [make_order("test-pid", f"order {n}") for n in range(40)]
+
+    results = await asyncio.gather(*(pool.submit(job) for job, _ in orders))
+
+    pids = set()
+    for result, (_, sent) in zip(results, orders, strict=True):
+        verdict = verify_response(sent, result.response, vector_details)
+        assert verdict.accepted, verdict.reason
+        pids.add(int(verdict.outputs[0].data))
+        assert result.executed and result.pid in pool.pids()
+    assert pids == set(pool.pids())
+
+
+async def test_result_signature_for_an_ethereum_target(
+    pool: EnclavePool, make_order: OrderMaker
+) -> None:
+    """With an Ethereum target the result carries an EIP-712 signature by the worker."""
+    order_key, stored_hash = keccak(b"order"), keccak(b"request")
+    target = EthereumTarget(DOMAIN, order_key, stored_hash)
+    job, _ = make_order("echo-result", "hello", target=target)
+
+    result = await pool.submit(job)
+
+    assert result.status == 0 and result.result_signature is not None
+    signer = recover_eip712_signer(
+        result.result_signature,
+        DOMAIN,
+        order_key,
+        stored_hash,
+        keccak(result.response_bytes),
+        result.status,
+    )
+    record = next(iter(pool.worker_records().values()))
+    assert signer == record.signing_address
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill", "segv"])
+async def test_crash_is_replaced_and_retried_once(
+    pool: EnclavePool, make_order: OrderMaker, tmp_path: Path, how: str
+) -> None:
+    """A process that dies mid-order is replaced and the order retried to success."""
+    marker = tmp_path / f"crashed-{how}"
+    job, _ = make_order("test-crash", json.dumps({"how": how, "marker": str(marker)}))
+    before = set(pool.pids())
+
+    result = await pool.submit(job)
+
+    assert result.status == 0
+    assert marker.exists()
+    stats = pool.stats()
+    assert stats.crashes == 1 and stats.replacements == 1
+    assert len(pool.pids()) == 2 and set(pool.pids()) != before
+    starts = [
+        line for line in audit_lines(tmp_path / "audit.log") if line["event"] == "start"
+    ]
+    assert len(starts) == 2
+
+
+async def test_second_crash_answers_an_error_result(
+    pool: EnclavePool, make_order: OrderMaker
+) -> None:
+    """An order that crashes its process twice is answered with a signed error result."""
+    target = EthereumTarget(DOMAIN, keccak(b"k"), keccak(b"r"))
+    job, _ = make_order(
+        "test-crash", json.dumps({"how": "exit", "marker": None}), target=target
+    )
+
+    result = await pool.submit(job)
+
+    assert result.status == EeaError.UNKNOWN_ERROR
+    assert result.pool_failure == "crashed"
+    assert "crashed 2 times" in result.response["error"]["message"]
+    assert result.result_signature is not None
+    assert pool.stats().crashes == 2
+    again = await pool.submit(job)
+    assert again.response_bytes == result.response_bytes
+
+
+async def test_execution_cap_kills_and_answers(
+    pool: EnclavePool, make_order: OrderMaker
+) -> None:
+    """An order past its cap is stopped, answered with an error, and the pool goes on."""
+    slow, _ = make_order("test-sleep", "30", max_seconds=0.5)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+
+    result = await pool.submit(slow)
+
+    assert loop.time() - began < 5
+    assert result.status == EeaError.UNKNOWN_ERROR
+    assert result.pool_failure == "timeout"
+    assert "0.5 s cap" in result.response["error"]["message"]
+    stats = pool.stats()
+    assert stats.timeouts == 1 and stats.replacements == 1 and stats.crashes == 0
+    quick, _ = make_order("echo-result", "still alive")
+    assert (await pool.submit(quick)).status == 0
+
+
+async def test_copied_request_is_deduplicated(
+    pool: EnclavePool, make_order: OrderMaker, tmp_path: Path
+) -> None:
+    """The same request under a second order key gets a duplicate error, a retry does not."""
+    job, _ = make_order("echo-result", "once only")
+    copy = PoolJob(order_key="copied", request=job.request)
+
+    first = await pool.submit(job)
+    retry = await pool.submit(job)
+    copied = await pool.submit(copy)
+
+    assert first.status == 0 and first.executed
+    assert retry.response_bytes == first.response_bytes and not retry.executed
+    assert copied.status == EeaError.INVALID_PARAMETER
+    assert "duplicate request" in copied.response["error"]["message"]
+    commits = [
+        line
+        for line in audit_lines(tmp_path / "audit.log")
+        if line["event"] == "commit"
+    ]
+    assert [line["orderKey"] for line in commits] == [job.order_key]
+
+
+async def test_stats_snapshot(pool: EnclavePool, make_order: OrderMaker) -> None:
+    """Statistics count queued, in-flight, done and failed orders and the oldest wait."""
+    slow = [make_order("test-sleep", "0.3")[0] for _ in range(6)]
+    tasks = [asyncio.ensure_future(pool.submit(job)) for job in slow]
+    await asyncio.sleep(0.15)
+
+    busy = pool.stats()
+    assert busy.processes == 2
+    assert busy.in_flight == 4 and busy.queued == 2
+    assert busy.oldest_queued_age > 0.1
+    await asyncio.gather(*tasks)
+    bad = PoolJob(order_key="garbage", request=b"{not json")
+    assert (await pool.submit(bad)).status != 0
+
+    idle = pool.stats()
+    assert (idle.queued, idle.in_flight, idle.done, idle.failed) == (0, 0, 7, 1)
+    assert idle.oldest_queued_age == 0.0
+
+
+async def test_worker_records_are_public_only(pool: EnclavePool, vector_keys) -> None:
+    """The parent learns public details and the signing address, never a private key."""
+    records = pool.worker_records()
+    record = records[vector_keys.worker_id]
+
+    assert record.signing_address == vector_keys.signing_address
+    assert record.details["workerTypeData"]["proofDataType"] == "simulated"
+    assert vector_keys.signing_key.hex() not in repr(records)
+
+
+async def test_wrong_passphrase_fails_start(
+    tmp_path: Path, sealed_worker: SealedIdentity
+) -> None:
+    """A pool whose processes cannot unseal the keys refuses to start, leaving no process."""
+    pool = EnclavePool([sealed_worker], "wrong", tmp_path / "state.db", processes=2)
+
+    with pytest.raises(ConfigurationError, match="wrong passphrase"):
+        await pool.start()
+    assert pool.pids() == []
+
+
+async def test_closed_pool_refuses_work(
+    tmp_path: Path, sealed_worker: SealedIdentity, make_order: OrderMaker
+) -> None:
+    """After close() every process is gone and submit raises PoolError."""
+    async with open_pool(
+        [sealed_worker],
+        PASSPHRASE,
+        tmp_path / "s.db",
+        processes=2,
+        registry=TEST_REGISTRY,
+    ) as pool:
+        pids = pool.pids()
+    job, _ = make_order("echo-result", "late")
+
+    with pytest.raises(PoolError):
+        await pool.submit(job)
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in status
