@@ -274,3 +274,8 @@ def test_peek_work_order_id() -> None:
 
     assert peek_work_order_id(broken) == request["params"]["workOrderId"]
     assert peek_work_order_id(b"not json") is None
+
+
+def test_deeply_nested_json_is_refused() -> None:
+    """JSON nested beyond the parser's depth is refused, not a crash."""
+    assert refused(b"[" * 100_000 + b"]" * 100_000).field == "request"

@@ -290,7 +290,9 @@ def make_processor() -> WorkOrderProcessor:
     )
 
 
-def check_outcome(processor: WorkOrderProcessor, request: dict[str, Any]) -> str | None:
+def check_outcome(
+    processor: WorkOrderProcessor, request: dict[str, Any] | bytes
+) -> str | None:
     """Process one mutated order; assert a clean outcome; return its stage."""
     outcome = processor.process(request, rng=vectors.fixed_rng(b"w"))
 
@@ -339,9 +341,10 @@ def test_every_check_is_reachable_by_some_mutation() -> None:
     base=st.sampled_from(BASES or [None]),
     kinds=st.lists(st.sampled_from([*MUTATIONS, *RESEALED]), min_size=1, max_size=3),
     picks=st.lists(st.integers(0, 10_000), min_size=3, max_size=3),
+    as_bytes=st.booleans(),
 )
 def test_random_mutations_never_raise(
-    base: Base | None, kinds: list[str], picks: list[int]
+    base: Base | None, kinds: list[str], picks: list[int], as_bytes: bool
 ) -> None:
     """Stacked random mutations give clean outcomes, and a valid order still succeeds after."""
     if base is None:
@@ -362,7 +365,7 @@ def test_random_mutations_never_raise(
         ):
             break  # an earlier mutation removed what this one edits
 
-    check_outcome(processor, request)
+    check_outcome(processor, json.dumps(request).encode() if as_bytes else request)
     valid = processor.process(BASES[-1].request)
     assert valid.status == 0, valid.response
 
