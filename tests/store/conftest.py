@@ -37,7 +37,9 @@ def _postgres_available() -> bool:
         find_bin_dir()
     except ConfigurationError:
         return False
-    return shutil.which("createdb") is not None or (find_bin_dir() / "createdb").exists()
+    return (
+        shutil.which("createdb") is not None or (find_bin_dir() / "createdb").exists()
+    )
 
 
 async def _migrate(url: str) -> None:

@@ -11,6 +11,7 @@ from connector.store import (
     Fees,
     OrderRef,
     State,
+    StoredTransaction,
     WorkOrderStore,
     open_store,
     repository,
@@ -25,7 +26,10 @@ RELAYER = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
 
 async def record(store: WorkOrderStore, *numbers: int, block: int = 10) -> None:
     await store.record_events(
-        CHAIN, REGISTRY, [order(n, block=block) for n in numbers], checkpoint_block=block
+        CHAIN,
+        REGISTRY,
+        [order(n, block=block) for n in numbers],
+        checkpoint_block=block,
     )
 
 
@@ -56,7 +60,10 @@ async def bring_to(store: WorkOrderStore, n: int, state: State) -> OrderRef:
     steps: dict[State, list[Callable[[], Awaitable[object]]]] = {
         State.RECEIVED: [],
         State.CLAIMED: [lambda: store.claim_next(1, "pool-a")],
-        State.RESULT_READY: [lambda: store.claim_next(1, "pool-a"), lambda: save(store, n)],
+        State.RESULT_READY: [
+            lambda: store.claim_next(1, "pool-a"),
+            lambda: save(store, n),
+        ],
         State.SUBMITTED: [
             lambda: store.claim_next(1, "pool-a"),
             lambda: save(store, n),
@@ -106,10 +113,15 @@ async def test_events_and_checkpoint_land_together_or_not_at_all(
         await original(*args, **kwargs)  # type: ignore[arg-type]
         raise RuntimeError("process killed mid-batch")
 
-    monkeypatch.setattr(repository.WorkOrderStore, "_write_checkpoint", write_then_crash)
+    monkeypatch.setattr(
+        repository.WorkOrderStore, "_write_checkpoint", write_then_crash
+    )
     with pytest.raises(RuntimeError, match="killed"):
         await store.record_events(
-            CHAIN, REGISTRY, [order(2, block=11)], [bad_log(1, block=11)],
+            CHAIN,
+            REGISTRY,
+            [order(2, block=11)],
+            [bad_log(1, block=11)],
             checkpoint_block=11,
         )
     monkeypatch.undo()
@@ -125,11 +137,17 @@ async def test_checkpoint_remembers_recent_hashes_only(store: WorkOrderStore) ->
     keep = repository.RECENT_BLOCKS_KEPT
     head = keep + 50
     await store.record_events(
-        CHAIN, REGISTRY, [], checkpoint_block=40,
+        CHAIN,
+        REGISTRY,
+        [],
+        checkpoint_block=40,
         recent_hashes={n: block_hash(n) for n in range(1, 41)},
     )
     await store.record_events(
-        CHAIN, REGISTRY, [], checkpoint_block=head,
+        CHAIN,
+        REGISTRY,
+        [],
+        checkpoint_block=head,
         recent_hashes={head: block_hash(head), head + 1: block_hash(head + 1)},
         last_tx_id="fabric-tx-9",
     )
@@ -137,7 +155,9 @@ async def test_checkpoint_remembers_recent_hashes_only(store: WorkOrderStore) ->
     point = await store.get_checkpoint(str(CHAIN), REGISTRY.upper().replace("0X", "0x"))
     assert point is not None
     assert point.block_number == head and point.last_tx_id == "fabric-tx-9"
-    assert sorted(point.recent_hashes) == [n for n in range(1, 41) if n > head - keep] + [head]
+    assert sorted(point.recent_hashes) == [
+        n for n in range(1, 41) if n > head - keep
+    ] + [head]
     assert point.recent_hashes[head] == block_hash(head)
     assert await store.get_checkpoint(CHAIN, REGISTRY, "other-stream") is None
 
@@ -147,7 +167,10 @@ async def test_malformed_logs_and_skipped_orders_are_kept_but_never_claimed(
 ) -> None:
     """Skipped orders and malformed logs are recorded once and never reach the pool."""
     outcome = await store.record_events(
-        CHAIN, REGISTRY, [order(1, skipped=True)], [bad_log(1), bad_log(1)],
+        CHAIN,
+        REGISTRY,
+        [order(1, skipped=True)],
+        [bad_log(1), bad_log(1)],
         checkpoint_block=10,
     )
 
@@ -283,7 +306,11 @@ async def test_save_result_checks_the_claimer(store: WorkOrderStore) -> None:
 
     with pytest.raises(InvalidTransition, match="claimed by 'pool-b'"):
         await store.save_result(
-            ref(1), status=0, response=b"", signature=b"", request_hash=b"",
+            ref(1),
+            status=0,
+            response=b"",
+            signature=b"",
+            request_hash=b"",
             claimer="pool-a",
         )
 
@@ -313,9 +340,10 @@ async def test_concurrent_claimers_never_get_the_same_order(
             await asyncio.sleep(0)
         return taken
 
-    async with open_store(url := store_url, clock=clock) as one, open_store(
-        url, clock=clock
-    ) as two:
+    async with (
+        open_store(url := store_url, clock=clock) as one,
+        open_store(url, clock=clock) as two,
+    ):
         results = await asyncio.gather(
             drain(one, "a1"), drain(one, "a2"), drain(two, "b1"), drain(two, "b2")
         )
@@ -373,7 +401,7 @@ async def test_raw_transaction_is_committed_before_broadcast(
 ) -> None:
     """The signed tx is visible to another process before the caller broadcasts it."""
     await bring_to(store, 1, State.RESULT_READY)
-    broadcast_saw: list[object] = []
+    broadcast_saw: list[StoredTransaction | None] = []
 
     async with open_store(store_url, clock=clock) as watcher:
 
@@ -396,7 +424,9 @@ async def test_raw_transaction_is_committed_before_broadcast(
     [pending] = await store.pending_transactions(CHAIN)
     assert pending.raw == b"\x02raw-2"
     assert pending.all_hashes == [b"\xaa" * 32, b"\xbb" * 32]
-    await store.set_transaction_state(CHAIN, RELAYER, 3, "mined", mined_hash=b"\xbb" * 32)
+    await store.set_transaction_state(
+        CHAIN, RELAYER, 3, "mined", mined_hash=b"\xbb" * 32
+    )
     assert await store.pending_transactions(CHAIN) == []
 
 
@@ -423,7 +453,9 @@ async def test_orphan_rollback_and_reappearance_keeps_the_result(
 ) -> None:
     """A reorg orphans open orders from its block up; seen again, one keeps its result."""
     await store.record_events(
-        CHAIN, REGISTRY, [order(1, block=9), order(2, block=10), order(3, block=11)],
+        CHAIN,
+        REGISTRY,
+        [order(1, block=9), order(2, block=10), order(3, block=11)],
         checkpoint_block=11,
         recent_hashes={n: block_hash(n) for n in (9, 10, 11)},
     )
@@ -433,18 +465,25 @@ async def test_orphan_rollback_and_reappearance_keeps_the_result(
 
     orphaned = await store.orphan_from_block(CHAIN, REGISTRY, 10)
 
-    assert sorted(o.order_key for o in orphaned) == sorted([ref(2).order_key, ref(3).order_key])
+    assert sorted(o.order_key for o in orphaned) == sorted(
+        [ref(2).order_key, ref(3).order_key]
+    )
     assert await state_of(store, 1) is State.CLAIMED
     point = await store.get_checkpoint(CHAIN, REGISTRY)
     assert point is not None and point.block_number == 9
     assert list(point.recent_hashes) == [9]
 
     # The same order 2 lands again in block 12 of the new branch.
-    outcome = await record(store, 2, block=12) or await store.get_order(ref(2))
+    outcome = await store.record_events(
+        CHAIN, REGISTRY, [order(2, block=12)], checkpoint_block=12
+    )
     again = await store.get_order(ref(2))
-    assert again is not None and outcome is not None
+    assert outcome.revived == [ref(2)] and outcome.new == []
+    assert again is not None
     assert again.state is State.RECEIVED and again.block_number == 12
-    assert again.result is not None and again.result.response == b"made before the reorg"
+    assert (
+        again.result is not None and again.result.response == b"made before the reorg"
+    )
     [reclaimed] = await store.claim_next(5, "pool-b")
     assert reclaimed.ref == ref(2) and reclaimed.result is not None
     assert await save(store, 2, response=b"must not replace") is State.RESULT_READY
@@ -469,7 +508,9 @@ async def test_reappearance_with_another_request_drops_the_old_result(
     assert changed.request == b"{}" and changed.result is None
 
 
-async def test_orphaning_spares_completed_and_older_orders(store: WorkOrderStore) -> None:
+async def test_orphaning_spares_completed_and_older_orders(
+    store: WorkOrderStore,
+) -> None:
     """COMPLETED orders and orders below the fork block are not orphaned."""
     await bring_to(store, 1, State.COMPLETED)
 
