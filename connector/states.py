@@ -127,4 +127,6 @@ def check_transition(source: State | None, target: State, *, attempts: int = 0) 
 
 def sources_of(target: State) -> frozenset[State]:
     """Every state from which the table allows a move to ``target``."""
-    return frozenset(source for source, targets in TRANSITIONS.items() if target in targets)
+    return frozenset(
+        source for source, targets in TRANSITIONS.items() if target in targets
+    )

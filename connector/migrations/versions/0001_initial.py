@@ -252,7 +252,9 @@ def upgrade() -> None:
         sa.Column("version", sa.BigInteger(), nullable=False),
         sa.Column("state", sa.JSON(), nullable=False),
         sa.Column("updated_at", _utc(), nullable=False),
-        sa.PrimaryKeyConstraint("worker_id", "workload", name=op.f("pk_workload_state")),
+        sa.PrimaryKeyConstraint(
+            "worker_id", "workload", name=op.f("pk_workload_state")
+        ),
     )
     op.create_table(
         "request_claims",
