@@ -1,0 +1,258 @@
+"""The Ethereum proxy-model bridge: watcher -> store -> pool -> store -> submitter.
+
+``EthereumBridge.run`` runs four loops under one ``asyncio.TaskGroup``:
+
+- the **watcher** records confirmed registry events (new orders,
+  completions, cancels) with the checkpoint;
+- the **dispatcher** claims received orders and runs them in the pool;
+- the **submitter** sends signed results and tracks their transactions;
+- the **monitor** samples the node, the relayer's balance and the counts
+  the ops server reports.
+
+A loop that meets a chain or node failure logs it, reports itself
+unhealthy, and retries with bounded exponential backoff; any other error
+ends the TaskGroup and the bridge, loudly. ``stop`` (set on SIGINT or
+SIGTERM) ends the loops after their current step: the dispatcher lets
+running orders finish for a moment and gives back the rest of its claims,
+and everything already signed stays in the store for the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+
+from connector.dispatcher import Dispatcher
+from connector.ethereum.adapters import StoreSubmitterAdapter, StoreWatcherSink
+from connector.ethereum.rpc import JsonRpcClient
+from connector.ethereum.submitter import GWEI, Submitter
+from connector.ethereum.transactions import WORKER_SIGNER, TxSigner
+from connector.ethereum.watcher import LogWatcher
+from connector.ops import HealthSnapshot
+from connector.states import State
+from connector.store import StoredOrder, WorkOrderStore
+from enclave_bridge.errors import ChainError, ConfigurationError, NodeUnavailable, StoreError
+from enclave_bridge.pool import EnclavePool, Target
+from enclave_bridge.processor import EthereumTarget
+from enclave_bridge.result_signature import EthereumDomain
+
+log = logging.getLogger("tcbridge.bridge")
+
+# Backoff after a failed step: doubles from the first value to the cap.
+BACKOFF_FIRST_S = 0.5
+BACKOFF_CAP_S = 15.0
+# Worker status ACTIVE in the EEA worker registry.
+WORKER_ACTIVE = 1
+
+
+@dataclass
+class BridgeSettings:
+    chain_id: int
+    work_order_registry: str
+    worker_registry: str
+    start_block: int = 0
+    confirmations: int | str = 1
+    poll_interval_s: float = 0.5
+    max_block_range: int = 2000
+    claimer: str = field(default_factory=lambda: f"bridge@{socket.gethostname()}")
+    concurrency: int = 0
+    execution_timeout_s: float = 30.0
+    max_items: int = 50
+    max_bytes: int = 120_000
+    batch_wait_s: float = 0.2
+    fee_cap_wei: int = 500 * GWEI
+    bump_percent: int = 13
+    stuck_after_s: float = 30.0
+    lag_threshold: int = 20
+    min_balance_wei: int = 10**17
+    paused_flag: Path | None = None
+
+
+class EthereumBridge:
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        rpc: JsonRpcClient,
+        store: WorkOrderStore,
+        pool: EnclavePool,
+        relayer_key: bytes,
+    ) -> None:
+        self.settings = settings
+        self.rpc = rpc
+        self.store = store
+        self.pool = pool
+        self.domain = EthereumDomain(settings.chain_id, settings.work_order_registry)
+        self.signer = TxSigner(relayer_key, settings.chain_id)
+        self.health = HealthSnapshot(
+            lag_threshold=settings.lag_threshold, min_balance_wei=settings.min_balance_wei
+        )
+        workers = list(pool.worker_records())
+        self.sink = StoreWatcherSink(store, settings.chain_id, settings.work_order_registry, workers)
+        self.watcher = LogWatcher(
+            rpc, settings.work_order_registry, self.sink,
+            confirmations=settings.confirmations, start_block=settings.start_block,
+            max_range=settings.max_block_range,
+        )
+        self.submitter = Submitter(
+            rpc, self.signer, settings.work_order_registry,
+            StoreSubmitterAdapter(store, settings.chain_id, settings.work_order_registry),
+            max_items=settings.max_items, max_bytes=settings.max_bytes,
+            batch_wait_s=settings.batch_wait_s, fee_cap_wei=settings.fee_cap_wei,
+            bump_percent=settings.bump_percent, stuck_after_s=settings.stuck_after_s,
+        )
+        concurrency = settings.concurrency or pool.size * pool.depth * 2
+        self.dispatcher = Dispatcher(
+            store, pool, self._target_for, claimer=settings.claimer,
+            concurrency=concurrency, max_seconds=settings.execution_timeout_s,
+            paused=self.paused,
+        )
+        self._failures: dict[str, int] = {}
+
+    def paused(self) -> bool:
+        flag = self.settings.paused_flag
+        return flag is not None and flag.exists()
+
+    def _target_for(self, order: StoredOrder) -> Target:
+        return EthereumTarget(self.domain, order.ref.order_key, order.request_keccak)
+
+    # -- start-up checks --------------------------------------------------
+
+    async def check_chain(self) -> None:
+        """Refuse to run against the wrong chain or a registry that is not there."""
+        chain_id = int(await self.rpc.call("eth_chainId"), 16)
+        if chain_id != self.settings.chain_id:
+            raise ConfigurationError(
+                f"the node at {self.rpc.url} serves chain id {chain_id}, but the configuration"
+                f" says {self.settings.chain_id}: point rpc_url at the right node or fix chain_id"
+            )
+        for name, address in (
+            ("WorkOrderRegistry", self.settings.work_order_registry),
+            ("WorkerRegistry", self.settings.worker_registry),
+        ):
+            code = await self.rpc.call("eth_getCode", address, "latest")
+            if code in ("0x", "", None):
+                raise ConfigurationError(
+                    f"no contract at {address} ({name}) on chain {chain_id}: deploy with"
+                    " `tcbridge deploy` or fix the deployment file"
+                )
+
+    async def check_workers(self) -> None:
+        """Every identity of the pool must be registered, active, with its signing address."""
+        problems = []
+        for worker_id, record in self.pool.worker_records().items():
+            data = WORKER_SIGNER + abi_encode(["bytes32"], [bytes.fromhex(worker_id)])
+            raw = await self.rpc.call(
+                "eth_call", {"to": self.settings.worker_registry, "data": "0x" + data.hex()}, "latest"
+            )
+            signer, status = abi_decode(["address", "uint256"], bytes.fromhex(raw[2:]))
+            if int(signer, 16) == 0:
+                problems.append(f"worker {worker_id} is not registered")
+            elif signer.lower() != record.signing_address.lower():
+                problems.append(
+                    f"worker {worker_id} is registered with signing address {signer}, but the"
+                    f" pool's key has {record.signing_address}"
+                )
+            elif status != WORKER_ACTIVE:
+                problems.append(f"worker {worker_id} has status {status}, not ACTIVE (1)")
+        if problems:
+            raise ConfigurationError(
+                "the worker registry does not match the pool: " + "; ".join(problems)
+                + ". Run `tcbridge worker register --config FILE` with the operator key."
+            )
+
+    # -- running ------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.check_chain()
+        await self.check_workers()
+        await self.dispatcher.recover()
+        log.info(
+            "bridge started on chain %d, registry %s, relayer %s, %d pool processes",
+            self.settings.chain_id, self.settings.work_order_registry, self.signer.address,
+            self.pool.size,
+        )
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._loop("watcher", self._watch, stop))
+            tg.create_task(self.dispatcher.run(stop))
+            tg.create_task(self._loop("submitter", self._submit, stop))
+            tg.create_task(self._loop("monitor", self._monitor, stop, interval=2.0))
+        log.info("bridge stopped")
+
+    async def _watch(self) -> None:
+        recorded = await self.watcher.poll()
+        if recorded:
+            self.dispatcher.wake.set()
+        self.health.lag_blocks = self.watcher.lag
+
+    async def _submit(self) -> None:
+        if self.paused():
+            await self.submitter.track()
+            return
+        await self.submitter.step()
+
+    async def _monitor(self) -> None:
+        balance = await self.rpc.call("eth_getBalance", self.signer.address, "latest")
+        self.health.balance_wei = int(balance, 16)
+        self.health.paused = self.paused()
+        counts = await self.store.counts_by_state()
+        stats = self.pool.stats()
+        queue_age = await self.store.oldest_age(State.RECEIVED)
+        self.health.metrics = {
+            "watcher_lag_blocks": self.watcher.lag,
+            "watcher_checkpoint_block": self.watcher.checkpoint.block if self.watcher.checkpoint else -1,
+            "chain_head_block": self.watcher.head,
+            "reorgs_total": self.watcher.reorgs,
+            "work_orders": {(("state", s.value),): n for s, n in counts.items()},
+            "queue_oldest_age_seconds": queue_age or 0.0,
+            "pool_queued": stats.queued,
+            "pool_in_flight": stats.in_flight,
+            "pool_done_total": stats.done,
+            "pool_failed_total": stats.failed,
+            "pending_nonces": self.submitter.pending_count,
+            "relayer_balance_wei": self.health.balance_wei,
+            "gas_spent_total": self.submitter.stats.gas_used,
+            "completion_txs_total": self.submitter.stats.sent,
+            "fee_bumps_total": self.submitter.stats.replaced,
+            "paused": int(self.health.paused),
+        }
+
+    async def _loop(
+        self, name: str, step: Callable[[], Awaitable[None]], stop: asyncio.Event,
+        *, interval: float | None = None,
+    ) -> None:
+        interval = self.settings.poll_interval_s if interval is None else interval
+        while not stop.is_set():
+            try:
+                await step()
+            except (NodeUnavailable, ChainError, StoreError) as exc:
+                failures = self._failures.get(name, 0) + 1
+                self._failures[name] = failures
+                delay = min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2 ** (failures - 1))
+                if isinstance(exc, NodeUnavailable):
+                    self.health.node_reachable = False
+                    self.health.node_error = str(exc)
+                log.warning("%s step failed (attempt %d, retry in %.1f s): %s",
+                            name, failures, delay, exc)
+                await _sleep_unless(stop, delay)
+                continue
+            if self._failures.pop(name, 0):
+                log.info("%s recovered", name)
+            if not self._failures:
+                self.health.node_reachable = True
+                self.health.node_error = ""
+            await _sleep_unless(stop, interval)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
+

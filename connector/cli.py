@@ -1,0 +1,231 @@
+"""The ``tcbridge`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from connector import runtime
+from connector.config import Config, load_config, read_secret
+from enclave_bridge.errors import ConfigurationError, TcbridgeError
+
+T = TypeVar("T")
+
+
+def _run(coro: Awaitable[T]) -> T:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def _config(ctx: click.Context) -> Config:
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    if "config" not in obj:
+        obj["config"] = load_config(obj.get("config_path"))
+    return obj["config"]  # type: ignore[no-any-return]
+
+
+def _operator_key(config: Config, key_file: str | None) -> bytes:
+    text = read_secret("operator key", key_file or "", runtime.OPERATOR_KEY_ENV, config)
+    return runtime.hex_key(text, "operator key")
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TcbridgeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.option("--config", "config_path", envvar="TCBRIDGE_CONFIG", type=click.Path(dir_okay=False),
+              help="TOML configuration file (TCBRIDGE_CONFIG).")
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR.")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, log_level: str | None) -> None:
+    """tcbridge: smart-contract work orders to enclave workers and back (EEA OTC v1.1)."""
+    from connector.logs import setup_logging
+
+    ctx.ensure_object(dict)["config_path"] = config_path
+    setup_logging(log_level or "INFO")
+
+
+@main.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run the bridge until SIGINT or SIGTERM."""
+    config = _config(ctx)
+    from connector.logs import setup_logging
+    from connector.ops import serve_ops
+
+    setup_logging(config.bridge.log_level)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with runtime.open_bridge(config) as bridge, serve_ops(
+            lambda: bridge.health, config.ops.listen
+        ) as url:
+            (runtime.data_dir(config) / "ops.url").write_text(url)
+            click.echo(f"ops server at {url}", err=True)
+            await bridge.run(stop)
+
+    _run(go())
+
+
+@main.command()
+@click.option("--key-file", help="Operator key file (else TCBRIDGE_OPERATOR_KEY).")
+@click.option("--with-consumer", is_flag=True, help="Also deploy the ExampleConsumer contract.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Deployment file (default: the configured one).")
+@click.pass_context
+def deploy(ctx: click.Context, key_file: str | None, with_consumer: bool, out: str | None) -> None:
+    """Deploy the registries and write the deployment file."""
+    from eth_account import Account
+    from web3 import Web3
+
+    from connector.deploy import deploy_all
+
+    config = _config(ctx)
+    key = _operator_key(config, key_file)
+    w3 = Web3(Web3.HTTPProvider(config.ethereum.rpc_url))
+    if w3.eth.chain_id != config.ethereum.chain_id:
+        raise ConfigurationError(
+            f"the node serves chain {w3.eth.chain_id}, the configuration says {config.ethereum.chain_id}"
+        )
+    result = deploy_all(w3, Account.from_key(key), with_consumer=with_consumer)
+    path = Path(out) if out else config.path(config.ethereum.deployment)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result.write(path)
+    click.echo(json.dumps(result.to_json(), indent=2))
+
+
+@main.group()
+def worker() -> None:
+    """Worker identities: create, list, register."""
+
+
+@worker.command("create")
+@click.option("--name", required=True, help="Worker name; the worker id is SHA-256 of it.")
+@click.pass_context
+def worker_create(ctx: click.Context, name: str) -> None:
+    """Generate a worker identity and seal it under the pool passphrase."""
+    from enclave_bridge.identity import generate_identity, save_sealed, seal
+
+    config = _config(ctx)
+    folder = config.path(config.pool.identities_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = generate_identity(name)
+    path = folder / f"{keys.worker_id}.sealed"
+    if path.exists():
+        raise ConfigurationError(f"{path} exists already; pick another name")
+    save_sealed(path, seal(keys, runtime.pool_passphrase(config)))
+    click.echo(json.dumps({"workerId": keys.worker_id, "signingAddress": keys.signing_address,
+                           "file": str(path)}))
+
+
+def _records(config: Config) -> list[Any]:
+    from enclave_bridge.attestation import SimulatedAttester
+    from enclave_bridge.identity import unseal, worker_record
+
+    passphrase = runtime.pool_passphrase(config)
+    attester = SimulatedAttester()
+    out = []
+    for sealed in runtime.identities(config):
+        keys = unseal(sealed, passphrase)
+        out.append(worker_record(keys, attester.evidence_for(keys)))
+    return out
+
+
+@worker.command("list")
+@click.pass_context
+def worker_list(ctx: click.Context) -> None:
+    """The local identities and what the worker registry holds for each."""
+    from connector.registry_ops import registry_status
+
+    config = _config(ctx)
+    records = _records(config)
+    rows = _run(registry_status(config, records))
+    for row in rows:
+        click.echo(json.dumps(row))
+
+
+@worker.command("register")
+@click.option("--key-file", help="Operator key file (else TCBRIDGE_OPERATOR_KEY).")
+@click.pass_context
+def worker_register(ctx: click.Context, key_file: str | None) -> None:
+    """Register (or update) every local identity in the worker registry."""
+    from connector.registry_ops import register_workers
+
+    config = _config(ctx)
+    key = _operator_key(config, key_file)
+    for line in register_workers(config, key, _records(config)):
+        click.echo(line)
+
+
+@main.command()
+@click.option("--workload", required=True, help="echo-result, heart-disease-eval, json-extract, price-median, ...")
+@click.option("--input", "inputs", multiple=True, required=True, help="One input item (repeatable).")
+@click.option("--worker-id", help="Worker to use (default: the first registered local identity).")
+@click.option("--key-file", help="Requester key file (else TCBRIDGE_REQUESTER_KEY).")
+@click.option("--wait/--no-wait", default=True, help="Wait for the completion and verify it.")
+@click.option("--timeout", default=120.0, show_default=True)
+@click.pass_context
+def submit(ctx: click.Context, workload: str, inputs: tuple[str, ...], worker_id: str | None,
+           key_file: str | None, wait: bool, timeout: float) -> None:
+    """Submit a work order as a requester, wait for its result, verify and print it."""
+    from connector.registry_ops import submit_and_wait
+
+    config = _config(ctx)
+    text = read_secret("requester key", key_file or "", "TCBRIDGE_REQUESTER_KEY", config)
+    key = runtime.hex_key(text, "requester key")
+    if worker_id is None:
+        worker_id = runtime.identities(config)[0].worker_id
+    progress = sys.stderr.isatty()
+    out = _run(submit_and_wait(config, key, worker_id, workload, list(inputs),
+                               wait=wait, timeout=timeout, progress=progress))
+    click.echo(json.dumps(out, indent=2))
+    if wait and not out.get("verified"):
+        sys.exit(1)
+
+
+@main.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Checkpoint and lag per chain and contract, work orders by state, pool statistics."""
+    from connector.registry_ops import bridge_status
+
+    config = _config(ctx)
+    click.echo(json.dumps(_run(bridge_status(config)), indent=2))
+
+
+@main.command()
+@click.pass_context
+def pause(ctx: click.Context) -> None:
+    """Stop dispatching and sending (watching goes on) until `resume`."""
+    flag = runtime.paused_flag(_config(ctx))
+    flag.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    click.echo(f"paused ({flag})")
+
+
+@main.command()
+@click.pass_context
+def resume(ctx: click.Context) -> None:
+    """Undo `pause`."""
+    flag = runtime.paused_flag(_config(ctx))
+    flag.unlink(missing_ok=True)
+    click.echo("resumed")
+
+
+
+if __name__ == "__main__":
+    main()
