@@ -128,7 +128,9 @@ class _Iterators:
         self._open: dict[str, list[kv_query_result_pb2.KV]] = {}
         self._ids = itertools.count(1)
 
-    def open(self, rows: list[kv_query_result_pb2.KV]) -> chaincode_shim_pb2.QueryResponse:
+    def open(
+        self, rows: list[kv_query_result_pb2.KV]
+    ) -> chaincode_shim_pb2.QueryResponse:
         iterator_id = f"it{next(self._ids)}"
         self._open[iterator_id] = rows
         return self.next(iterator_id)
@@ -161,7 +163,9 @@ class ChaincodeSession:
         self._channel: grpc.aio.Channel | None = None
         self._call: Any = None
         self._write_lock = asyncio.Lock()
-        self._inboxes: dict[tuple[str, str], asyncio.Queue[Msg]] = {}
+        self._inboxes: dict[
+            tuple[str, str], asyncio.Queue[chaincode_shim_pb2.ChaincodeMessage]
+        ] = {}
         self._reader: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
@@ -194,15 +198,17 @@ class ChaincodeSession:
             if msg is grpc.aio.EOF:
                 log.error("the chaincode closed its stream")
                 for inbox in self._inboxes.values():
-                    inbox.put_nowait(Msg(type=Msg.ERROR, payload=b"chaincode stream closed"))
+                    inbox.put_nowait(
+                        Msg(type=Msg.ERROR, payload=b"chaincode stream closed")
+                    )
                 return
-            inbox = self._inboxes.get((msg.channel_id, msg.txid))
-            if inbox is None:
+            target = self._inboxes.get((msg.channel_id, msg.txid))
+            if target is None:
                 log.debug("message for unknown transaction %s dropped", msg.txid)
                 continue
-            inbox.put_nowait(msg)
+            target.put_nowait(msg)
 
-    async def _send(self, msg: Msg) -> None:
+    async def _send(self, msg: chaincode_shim_pb2.ChaincodeMessage) -> None:
         async with self._write_lock:
             await self._call.write(msg)
 
@@ -218,7 +224,7 @@ class ChaincodeSession:
         route = (channel, tx_id)
         if route in self._inboxes:
             raise ChaincodeFailed(f"transaction {tx_id} is already being simulated")
-        inbox: asyncio.Queue[Msg] = asyncio.Queue()
+        inbox: asyncio.Queue[chaincode_shim_pb2.ChaincodeMessage] = asyncio.Queue()
         self._inboxes[route] = inbox
         try:
             await self._send(
@@ -238,7 +244,7 @@ class ChaincodeSession:
 
     async def _converse(
         self,
-        inbox: asyncio.Queue[Msg],
+        inbox: asyncio.Queue[chaincode_shim_pb2.ChaincodeMessage],
         channel: str,
         tx_id: str,
         simulator: TxSimulator,
@@ -259,19 +265,29 @@ class ChaincodeSession:
                 raise ChaincodeFailed(msg.payload.decode(errors="replace"))
             try:
                 payload = self._serve(msg, simulator, iterators)
-                reply = Msg(type=Msg.RESPONSE, payload=payload, txid=tx_id, channel_id=channel)
+                reply = Msg(
+                    type=Msg.RESPONSE, payload=payload, txid=tx_id, channel_id=channel
+                )
             except SimulationError as exc:
                 reply = Msg(
-                    type=Msg.ERROR, payload=str(exc).encode(), txid=tx_id, channel_id=channel
+                    type=Msg.ERROR,
+                    payload=str(exc).encode(),
+                    txid=tx_id,
+                    channel_id=channel,
                 )
             await self._send(reply)
 
-    def _serve(self, msg: Msg, sim: TxSimulator, iterators: _Iterators) -> bytes:
+    def _serve(
+        self,
+        msg: chaincode_shim_pb2.ChaincodeMessage,
+        sim: TxSimulator,
+        iterators: _Iterators,
+    ) -> bytes:
         kind = msg.type
         if kind == Msg.GET_STATE:
             get = chaincode_shim_pb2.GetState.FromString(msg.payload)
             self._public_only(get.collection)
-            return sim.get(get.key)
+            return bytes(sim.get(get.key))
         if kind == Msg.PUT_STATE:
             put = chaincode_shim_pb2.PutState.FromString(msg.payload)
             self._public_only(put.collection)
@@ -283,13 +299,13 @@ class ChaincodeSession:
             sim.delete(delete.key)
             return b""
         if kind == Msg.GET_STATE_BY_RANGE:
-            return self._range(msg, sim, iterators).SerializeToString()
+            return bytes(self._range(msg, sim, iterators).SerializeToString())
         if kind == Msg.QUERY_STATE_NEXT:
             next_ = chaincode_shim_pb2.QueryStateNext.FromString(msg.payload)
-            return iterators.next(next_.id).SerializeToString()
+            return bytes(iterators.next(next_.id).SerializeToString())
         if kind == Msg.QUERY_STATE_CLOSE:
             close = chaincode_shim_pb2.QueryStateClose.FromString(msg.payload)
-            return iterators.close(close.id).SerializeToString()
+            return bytes(iterators.close(close.id).SerializeToString())
         name = Msg.Type.Name(kind)
         raise SimulationError(f"the development peer does not serve {name}")
 
@@ -300,7 +316,9 @@ class ChaincodeSession:
 
     @staticmethod
     def _range(
-        msg: Msg, sim: TxSimulator, iterators: _Iterators
+        msg: chaincode_shim_pb2.ChaincodeMessage,
+        sim: TxSimulator,
+        iterators: _Iterators,
     ) -> chaincode_shim_pb2.QueryResponse:
         request = chaincode_shim_pb2.GetStateByRange.FromString(msg.payload)
         ChaincodeSession._public_only(request.collection)
@@ -324,7 +342,9 @@ class ChaincodeSession:
             # One page is small enough to travel whole in the first response.
             response = chaincode_shim_pb2.QueryResponse(
                 results=[
-                    chaincode_shim_pb2.QueryResultBytes(resultBytes=r.SerializeToString())
+                    chaincode_shim_pb2.QueryResultBytes(
+                        resultBytes=r.SerializeToString()
+                    )
                     for r in rows
                 ],
                 has_more=False,

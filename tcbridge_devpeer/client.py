@@ -151,9 +151,7 @@ class GatewayClient:
         )
         return int(response.result), int(response.block_number)
 
-    async def submit(
-        self, function: str, *args: str | bytes
-    ) -> tuple[bytes, int, int]:
+    async def submit(self, function: str, *args: str | bytes) -> tuple[bytes, int, int]:
         """Endorse, submit and wait: ``(result, validation code, block number)``."""
         prepared = await self.endorse(self.propose(function, *args))
         await self.submit_prepared(prepared)

@@ -41,11 +41,11 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, verb: str) -
     await context.abort(code, message)
 
 
-class GatewayService(gateway_pb2_grpc.GatewayServicer):
+class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
     def __init__(self, peer: DevPeer) -> None:
         self._peer = peer
 
-    async def Evaluate(  # noqa: N802 - gRPC method name
+    async def Evaluate(
         self, request: gateway_pb2.EvaluateRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.EvaluateResponse:
         try:
@@ -55,7 +55,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             raise
         return gateway_pb2.EvaluateResponse(result=result)
 
-    async def Endorse(  # noqa: N802
+    async def Endorse(
         self, request: gateway_pb2.EndorseRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.EndorseResponse:
         try:
@@ -65,7 +65,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             raise
         return gateway_pb2.EndorseResponse(prepared_transaction=envelope)
 
-    async def Submit(  # noqa: N802
+    async def Submit(
         self, request: gateway_pb2.SubmitRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SubmitResponse:
         try:
@@ -75,7 +75,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             raise
         return gateway_pb2.SubmitResponse()
 
-    async def CommitStatus(  # noqa: N802
+    async def CommitStatus(
         self,
         request: gateway_pb2.SignedCommitStatusRequest,
         context: grpc.aio.ServicerContext,
@@ -84,14 +84,16 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             inner = gateway_pb2.CommitStatusRequest.FromString(request.request)
             self._peer.check_signed(inner.identity, request.request, request.signature)
             if inner.channel_id != self._peer.channel:
-                raise UnknownChannel(f"this peer serves channel {self._peer.channel} only")
+                raise UnknownChannel(
+                    f"this peer serves channel {self._peer.channel} only"
+                )
         except Exception as exc:
             await _abort(context, exc, "commit status")
             raise
         code, block = await self._peer.commit_status(inner.transaction_id)
-        return gateway_pb2.CommitStatusResponse(result=code, block_number=block)  # type: ignore[arg-type]
+        return gateway_pb2.CommitStatusResponse(result=code, block_number=block)
 
-    async def ChaincodeEvents(  # noqa: N802
+    async def ChaincodeEvents(
         self,
         request: gateway_pb2.SignedChaincodeEventsRequest,
         context: grpc.aio.ServicerContext,
@@ -100,7 +102,9 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             inner = gateway_pb2.ChaincodeEventsRequest.FromString(request.request)
             self._peer.check_signed(inner.identity, request.request, request.signature)
             if inner.channel_id != self._peer.channel:
-                raise UnknownChannel(f"this peer serves channel {self._peer.channel} only")
+                raise UnknownChannel(
+                    f"this peer serves channel {self._peer.channel} only"
+                )
         except Exception as exc:
             await _abort(context, exc, "chaincode events")
             raise

@@ -38,8 +38,15 @@ class DevPeerProcess:
         info_path.unlink(missing_ok=True)
         log = (folder / "peer.log").open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "tcbridge_devpeer", "--folder", str(folder),
-             "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "tcbridge_devpeer",
+                "--folder",
+                str(folder),
+                "--port",
+                str(port),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -44,9 +44,10 @@ class Identity:
 
     def serialized(self) -> bytes:
         """The ``SerializedIdentity`` bytes Fabric puts in headers."""
-        return identities_pb2.SerializedIdentity(
+        identity = identities_pb2.SerializedIdentity(
             mspid=self.msp_id, id_bytes=self.cert_pem
-        ).SerializeToString()
+        )
+        return bytes(identity.SerializeToString())
 
     def sign(self, message: bytes) -> bytes:
         """DER ECDSA P-256 over SHA-256 of ``message``, normalised to low s."""
@@ -151,7 +152,9 @@ class MspRegistry:
         }
         return cls(cas)
 
-    def certificate_of(self, serialized_identity: bytes) -> tuple[str, x509.Certificate]:
+    def certificate_of(
+        self, serialized_identity: bytes
+    ) -> tuple[str, x509.Certificate]:
         """The MSP id and certificate of a valid identity; CryptoError otherwise."""
         identity = identities_pb2.SerializedIdentity()
         try:
@@ -173,7 +176,9 @@ class MspRegistry:
             raise CryptoError("the certificate is expired or not yet valid")
         return identity.mspid, cert
 
-    def verify(self, serialized_identity: bytes, message: bytes, signature: bytes) -> str:
+    def verify(
+        self, serialized_identity: bytes, message: bytes, signature: bytes
+    ) -> str:
         """Check ``signature`` over ``message`` by the identity; return its MSP id."""
         msp_id, cert = self.certificate_of(serialized_identity)
         public_key = cert.public_key()
@@ -188,7 +193,9 @@ class MspRegistry:
         try:
             public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature as exc:
-            raise CryptoError("the signature does not verify for this identity") from exc
+            raise CryptoError(
+                "the signature does not verify for this identity"
+            ) from exc
         return msp_id
 
 

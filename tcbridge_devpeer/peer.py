@@ -191,9 +191,7 @@ class DevPeer:
             raise EndorsementFailed(outcome.response.message, outcome.response.status)
         return outcome.response
 
-    async def endorse(
-        self, signed: proposal_pb2.SignedProposal
-    ) -> common_pb2.Envelope:
+    async def endorse(self, signed: proposal_pb2.SignedProposal) -> common_pb2.Envelope:
         parsed = self._accept_proposal(signed)
         outcome = await self._simulate(parsed)
         if outcome.response.status >= 400:
@@ -263,7 +261,9 @@ class DevPeer:
             [tx.envelope.SerializeToString() for tx in batch],
             codes,
         )
-        ledger.commit(block, [(tx.tx_id, c) for tx, c in zip(batch, codes, strict=True)], writes)
+        ledger.commit(
+            block, [(tx.tx_id, c) for tx, c in zip(batch, codes, strict=True)], writes
+        )
         log.info("block %d committed with %d transactions", number, len(batch))
         async with self._committed:
             self._committed.notify_all()
@@ -275,26 +275,28 @@ class DevPeer:
         overlay: dict[str, tuple[bytes | None, Version]],
     ) -> int:
         if tx.tx_id in seen or self.ledger.tx_status(tx.tx_id) is not None:
-            return Code.DUPLICATE_TXID
+            return int(Code.DUPLICATE_TXID)
         if not self._endorsed_here(tx):
-            return Code.ENDORSEMENT_POLICY_FAILURE
+            return int(Code.ENDORSEMENT_POLICY_FAILURE)
         try:
             rwset = rwset_pb2.TxReadWriteSet.FromString(tx.action.results)
         except Exception:
-            return Code.BAD_RWSET
+            return int(Code.BAD_RWSET)
         for ns_rwset in rwset.ns_rwset:
             if ns_rwset.namespace != self.chaincode:
-                return Code.ILLEGAL_WRITESET
+                return int(Code.ILLEGAL_WRITESET)
             kv = kv_rwset_pb2.KVRWSet.FromString(ns_rwset.rwset)
             for read in kv.reads:
-                if self._version(ns_rwset.namespace, read.key, overlay) != _read_version(read):
-                    return Code.MVCC_READ_CONFLICT
+                if self._version(
+                    ns_rwset.namespace, read.key, overlay
+                ) != _read_version(read):
+                    return int(Code.MVCC_READ_CONFLICT)
             for scan in kv.range_queries_info:
                 now = self._range_now(ns_rwset.namespace, scan, overlay)
                 then = [(r.key, _read_version(r)) for r in scan.raw_reads.kv_reads]
                 if now != then:
-                    return Code.PHANTOM_READ_CONFLICT
-        return Code.VALID
+                    return int(Code.PHANTOM_READ_CONFLICT)
+        return int(Code.VALID)
 
     def _endorsed_here(self, tx: protocol.SubmittedTransaction) -> bool:
         assert self.identity is not None
@@ -328,7 +330,10 @@ class DevPeer:
         scan: kv_rwset_pb2.RangeQueryInfo,
         overlay: dict[str, tuple[bytes | None, Version]],
     ) -> list[tuple[str, Version | None]]:
-        current = {e.key: e.version for e in self.ledger.range(ns, scan.start_key, scan.end_key)}
+        current = {
+            e.key: e.version
+            for e in self.ledger.range(ns, scan.start_key, scan.end_key)
+        }
         for key, (value, version) in overlay.items():
             inside = key >= scan.start_key and (not scan.end_key or key < scan.end_key)
             if not inside:
@@ -375,13 +380,21 @@ def _read_version(read: kv_rwset_pb2.KVRead) -> Version | None:
     return (read.version.block_num, read.version.tx_num)
 
 
-def _writes_of(tx: protocol.SubmittedTransaction) -> list[tuple[str, str, bytes | None]]:
+def _writes_of(
+    tx: protocol.SubmittedTransaction,
+) -> list[tuple[str, str, bytes | None]]:
     rwset = rwset_pb2.TxReadWriteSet.FromString(tx.action.results)
     out: list[tuple[str, str, bytes | None]] = []
     for ns_rwset in rwset.ns_rwset:
         kv = kv_rwset_pb2.KVRWSet.FromString(ns_rwset.rwset)
         for write in kv.writes:
-            out.append((ns_rwset.namespace, write.key, None if write.is_delete else write.value))
+            out.append(
+                (
+                    ns_rwset.namespace,
+                    write.key,
+                    None if write.is_delete else write.value,
+                )
+            )
     return out
 
 

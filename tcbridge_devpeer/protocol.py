@@ -93,9 +93,8 @@ def parse_proposal(signed: proposal_pb2.SignedProposal) -> ParsedProposal:
 
 def _payload_without_transient(parsed: ParsedProposal) -> bytes:
     # The transient map never reaches the ledger.
-    return proposal_pb2.ChaincodeProposalPayload(
-        input=parsed.payload.input
-    ).SerializeToString()
+    raw = proposal_pb2.ChaincodeProposalPayload(input=parsed.payload.input)
+    return bytes(raw.SerializeToString())
 
 
 def proposal_hash(parsed: ParsedProposal) -> bytes:
@@ -121,9 +120,10 @@ def chaincode_action(
         response=response,
         chaincode_id=chaincode_pb2.ChaincodeID(name=parsed.chaincode, version=version),
     )
-    return proposal_response_pb2.ProposalResponsePayload(
+    response_payload = proposal_response_pb2.ProposalResponsePayload(
         proposal_hash=proposal_hash(parsed), extension=action.SerializeToString()
-    ).SerializeToString()
+    )
+    return bytes(response_payload.SerializeToString())
 
 
 def endorsed_envelope(
@@ -217,4 +217,6 @@ def make_block(
 
 
 def transactions_filter(block: common_pb2.Block) -> bytes:
-    return bytes(block.metadata.metadata[common_pb2.BlockMetadataIndex.TRANSACTIONS_FILTER])
+    return bytes(
+        block.metadata.metadata[common_pb2.BlockMetadataIndex.TRANSACTIONS_FILTER]
+    )

@@ -101,11 +101,12 @@ class TxSimulator:
                 start_key=scan.start, end_key=scan.end, itr_exhausted=True
             )
             info.raw_reads.kv_reads.extend(_kv_read(k, v) for k, v in scan.entries)
-        return rwset_pb2.TxReadWriteSet(
+        rwset = rwset_pb2.TxReadWriteSet(
             data_model=rwset_pb2.TxReadWriteSet.KV,
             ns_rwset=[
                 rwset_pb2.NsReadWriteSet(
                     namespace=self.namespace, rwset=kv.SerializeToString()
                 )
             ],
-        ).SerializeToString()
+        )
+        return bytes(rwset.SerializeToString())

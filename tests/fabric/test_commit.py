@@ -27,7 +27,9 @@ pytestmark = pytest.mark.timeout(90)
 
 async def registered(client: GatewayClient, key: WorkerKey) -> str:
     worker_id = f"w-{uuid.uuid4().hex[:10]}"
-    _, code, _ = await client.submit("workerRegister", worker_id, "1", "o", "[]", "", key.pem)
+    _, code, _ = await client.submit(
+        "workerRegister", worker_id, "1", "o", "[]", "", key.pem
+    )
     assert code == Code.VALID
     return worker_id
 
@@ -119,7 +121,9 @@ async def test_the_peer_keeps_its_ledger_across_a_restart(
     """Stopping and restarting the peer on the same folder keeps state, blocks and events."""
     peer = DevPeerProcess.start(tmp_path / "peer")
     try:
-        client = GatewayClient(peer.address, peer.identity("user1"), "mychannel", "tcbridge")
+        client = GatewayClient(
+            peer.address, peer.identity("user1"), "mychannel", "tcbridge"
+        )
         worker_id = await registered(client, worker_key)
         await client.close()
     finally:
@@ -127,7 +131,9 @@ async def test_the_peer_keeps_its_ledger_across_a_restart(
 
     peer = DevPeerProcess.start(tmp_path / "peer")
     try:
-        client = GatewayClient(peer.address, peer.identity("user1"), "mychannel", "tcbridge")
+        client = GatewayClient(
+            peer.address, peer.identity("user1"), "mychannel", "tcbridge"
+        )
         worker = json.loads(await client.evaluate("workerRetrieve", worker_id))
         async for number, event in client.events(start_block=0):
             replayed = (number, event.event_name)
@@ -147,8 +153,12 @@ def _codes_and_ids(ledger: Ledger, number: int) -> list[tuple[int, str]]:
     assert block is not None
     ids = []
     for raw in block.data.data:
-        payload = common_pb2.Payload.FromString(common_pb2.Envelope.FromString(raw).payload)
-        ids.append(common_pb2.ChannelHeader.FromString(payload.header.channel_header).tx_id)
+        payload = common_pb2.Payload.FromString(
+            common_pb2.Envelope.FromString(raw).payload
+        )
+        ids.append(
+            common_pb2.ChannelHeader.FromString(payload.header.channel_header).tx_id
+        )
     return list(zip(transactions_filter(block), ids, strict=True))
 
 
@@ -156,7 +166,9 @@ def _with_status_write(prepared: Prepared, worker_id: str, status: int) -> Prepa
     """A copy of ``prepared`` whose write set sets the worker's status to ``status``."""
     payload = common_pb2.Payload.FromString(prepared.envelope.payload)
     tx = transaction_pb2.Transaction.FromString(payload.data)
-    action_payload = transaction_pb2.ChaincodeActionPayload.FromString(tx.actions[0].payload)
+    action_payload = transaction_pb2.ChaincodeActionPayload.FromString(
+        tx.actions[0].payload
+    )
     response_payload = proposal_response_pb2.ProposalResponsePayload.FromString(
         action_payload.action.proposal_response_payload
     )
@@ -171,7 +183,9 @@ def _with_status_write(prepared: Prepared, worker_id: str, status: int) -> Prepa
     rwset.ns_rwset[0].rwset = kv.SerializeToString()
     action.results = rwset.SerializeToString()
     response_payload.extension = action.SerializeToString()
-    action_payload.action.proposal_response_payload = response_payload.SerializeToString()
+    action_payload.action.proposal_response_payload = (
+        response_payload.SerializeToString()
+    )
     tx.actions[0].payload = action_payload.SerializeToString()
     payload.data = tx.SerializeToString()
     envelope = common_pb2.Envelope(payload=payload.SerializeToString())

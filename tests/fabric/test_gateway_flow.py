@@ -112,7 +112,9 @@ async def test_lookup_pages_through_range_queries_with_bookmarks(
     assert len(first["ids"]) == 50
     assert len(second["ids"]) == total - 50
     assert second["lookupTag"] == ""
-    assert sorted(first["ids"] + second["ids"]) == [f"{org}-{i:03d}" for i in range(total)]
+    assert sorted(first["ids"] + second["ids"]) == [
+        f"{org}-{i:03d}" for i in range(total)
+    ]
 
 
 async def test_events_resume_from_a_block_and_after_a_transaction(
@@ -124,7 +126,9 @@ async def test_events_resume_from_a_block_and_after_a_transaction(
     tx_ids = []
     for worker_id in ids:
         prepared = await client.endorse(
-            client.propose("workerRegister", worker_id, "1", "o", "[]", "", worker_key.pem)
+            client.propose(
+                "workerRegister", worker_id, "1", "o", "[]", "", worker_key.pem
+            )
         )
         await client.submit_prepared(prepared)
         _, block = await client.commit_status(prepared.tx_id)
@@ -147,7 +151,9 @@ async def test_events_resume_from_a_block_and_after_a_transaction(
 async def test_a_forged_proposal_signature_is_refused(devpeer: DevPeerProcess) -> None:
     """A proposal signed with a key that does not match its certificate is refused."""
     real = devpeer.identity("user1")
-    forged = Identity(real.msp_id, real.cert_pem, ec.generate_private_key(ec.SECP256R1()))
+    forged = Identity(
+        real.msp_id, real.cert_pem, ec.generate_private_key(ec.SECP256R1())
+    )
     client = GatewayClient(devpeer.address, forged, "mychannel", "tcbridge")
     try:
         with pytest.raises(grpc.aio.AioRpcError) as failure:
@@ -169,7 +175,10 @@ async def test_an_identity_from_an_unknown_ca_is_refused(
     folder = Path(str(tmp_path))
     generate_msp(folder, "Org1MSP", ["mallory"])
     client = GatewayClient(
-        devpeer.address, msp_identity(folder, "Org1MSP", "mallory"), "mychannel", "tcbridge"
+        devpeer.address,
+        msp_identity(folder, "Org1MSP", "mallory"),
+        "mychannel",
+        "tcbridge",
     )
     try:
         with pytest.raises(grpc.aio.AioRpcError) as failure:
@@ -194,7 +203,8 @@ async def test_a_submitted_envelope_with_a_forged_signature_is_refused(
     )
     other = devpeer.identity("user2")
     envelope = common_pb2.Envelope(
-        payload=prepared.envelope.payload, signature=other.sign(prepared.envelope.payload)
+        payload=prepared.envelope.payload,
+        signature=other.sign(prepared.envelope.payload),
     )
     async with grpc.aio.insecure_channel(devpeer.address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
