@@ -171,7 +171,10 @@ contract WorkOrderRegistry {
     }
 
     /// @notice Completes each item on its own; an item that cannot complete
-    /// emits CompletionSkipped and the batch goes on.
+    /// emits CompletionSkipped and the batch goes on. Because skipping is not
+    /// failing, eth_estimateGas may settle on a limit at which items with a
+    /// callback are skipped (reason 5): relayers add each item's callback gas
+    /// to their limit and resend skipped items.
     function workOrderCompleteBatch(Completion[] calldata items) external {
         for (uint256 i; i < items.length; i++) {
             Completion calldata item = items[i];

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -179,3 +181,20 @@ def test_one_artifact_runs_on_ganache_7() -> None:
 
         assert w3.eth.chain_id == 1337
         assert consumer.functions.resultOf(key).call() == [True, 0, RESPONSE]
+
+
+@pytest.mark.anvil
+def test_anvil_interval_mining_and_gas_limit_options() -> None:
+    """block_time and gas_limit reach anvil, and the process is gone after the block."""
+    with open_anvil(chain_id=5151, block_time=0.2, gas_limit=300_000_000) as node:
+        latest = rpc_call(node.url, "eth_getBlockByNumber", ["latest", False])
+        assert isinstance(latest, dict)
+        first = int(latest["number"], 16)
+        assert int(latest["gasLimit"], 16) == 300_000_000
+        assert rpc_call(node.url, "eth_chainId", []) == hex(5151)
+        time.sleep(0.7)
+        assert int(str(rpc_call(node.url, "eth_blockNumber", [])), 16) > first
+        pid = node.pid
+
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

@@ -142,95 +142,9 @@ def test_set_status_refuses_other_values(env: Env, status: int) -> None:
         )
 
 
-def register_many(env: Env, count: int) -> list[bytes]:
-    """Registers ``count`` workers of types 1/2 alternating, apps A or B by thirds."""
-    ids = []
-    for i in range(count):
-        worker_id = keccak(f"paged worker {i}".encode())
-        apps = (keccak(b"app A"),) if i % 3 else (keccak(b"app A"), keccak(b"app B"))
-        env.register_worker(
-            worker_id, key_of(f"p{i}"), worker_type=1 + i % 2, apps=apps
-        )
-        ids.append(worker_id)
-    return ids
-
-
-def all_pages(env: Env, *filters: object) -> tuple[list[int], list[str], list[bytes]]:
-    """Walks LookUp then LookUpNext until the tag is empty."""
-    total, tag, ids = env.workers.functions.workerLookUp(*filters).call()
-    totals, tags, found = [total], [tag], list(ids)
-    while tag:
-        total, tag, ids = env.workers.functions.workerLookUpNext(*filters, tag).call()
-        totals.append(total)
-        tags.append(tag)
-        found += ids
-    return totals, tags, found
-
-
-def test_lookup_pages_25_workers(env: Env) -> None:
-    """26 workers (the fixture's and 25 more) come back in pages of 10, 10 and 6, in order."""
-    ids = [WORKER_ID, *register_many(env, 25)]
-
-    totals, tags, found = all_pages(env, 0, b"\x00" * 32, b"\x00" * 32)
-
-    assert found == ids
-    assert totals == [26, 26, 26]
-    assert tags[-1] == ""
-    assert len(tags) == 3
-
-
-def test_lookup_filters_by_type_org_and_application(env: Env) -> None:
-    """Each non-zero filter field narrows the result; 0 means any."""
-    ids = register_many(env, 25)
-    app_b = keccak(b"app B")
-
-    _, _, type2 = all_pages(env, 2, b"\x00" * 32, b"\x00" * 32)
-    _, _, with_b = all_pages(env, 0, b"\x00" * 32, app_b)
-    _, _, type1_b = all_pages(env, 1, ORG_ID, app_b)
-    totals, _, other_org = all_pages(env, 0, keccak(b"other org"), b"\x00" * 32)
-
-    assert type2 == [w for i, w in enumerate(ids) if i % 2 == 1]
-    assert with_b == [w for i, w in enumerate(ids) if i % 3 == 0]
-    assert type1_b == [w for i, w in enumerate(ids) if i % 3 == 0 and i % 2 == 0]
-    assert (totals, other_org) == ([0], [])
-
-
-def test_lookup_tag_continues_where_the_page_stopped(env: Env) -> None:
-    """The tag of a filtered page skips the non-matching entries already scanned."""
-    register_many(env, 25)
-    app_b = keccak(b"app B")
-
-    total, tag, first = env.workers.functions.workerLookUp(
-        0, b"\x00" * 32, app_b
-    ).call()
-
-    assert (total, tag, len(first)) == (9, "", 9)
-    total, tag, first = env.workers.functions.workerLookUp(
-        0, b"\x00" * 32, APP_ID
-    ).call()
-    assert (total, tag, len(first)) == (1, "", 1)
-
-
-def test_lookup_next_refuses_a_bad_tag(env: Env) -> None:
-    """A non-numeric or empty tag reverts instead of restarting silently."""
-    for tag in ("", "x1", "1" * 21):
-        with reverts("InvalidLookupTag(string)"):
-            env.workers.functions.workerLookUpNext(
-                0, b"\x00" * 32, b"\x00" * 32, tag
-            ).call()
-
-
-def test_lookup_next_past_the_end_is_empty(env: Env) -> None:
-    """A tag beyond the list yields an empty page with the full total."""
-    result = env.workers.functions.workerLookUpNext(
-        0, b"\x00" * 32, b"\x00" * 32, "99"
-    ).call()
-
-    assert result == [1, "", []]
-
-
 def test_worker_count(env: Env) -> None:
     """workerCount counts every registration."""
-    register_many(env, 3)
+    for i in range(3):
+        env.register_worker(keccak(f"counted {i}".encode()), key_of(f"c{i}"))
 
     assert env.workers.functions.workerCount().call() == 4
