@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 from connector.states import State
 
@@ -89,6 +90,24 @@ class BadLog:
 
 
 @dataclass(frozen=True, slots=True)
+class Settlement:
+    """A confirmed on-chain outcome of an order, recorded with the checkpoint.
+
+    ``completed``: a WorkOrderCompleted event; ``status`` 0 makes the order
+    COMPLETED, any other EEA status FAILED. ``cancelled``: the requester
+    cancelled it (CANCELLED). ``skipped``: a batch completion passed over it
+    (CompletionSkipped ``reason``); the reason is noted on the order and its
+    state is left alone, since the event that settles it, if any, follows.
+    """
+
+    order_key: HashLike
+    kind: Literal["completed", "cancelled", "skipped"]
+    block_number: int
+    status: int = 0
+    reason: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Checkpoint:
     """How far one event stream has been read, and the hashes seen on the way."""
 
@@ -107,6 +126,8 @@ class Recorded:
     # Events already recorded: nothing changed.
     duplicates: int
     malformed: int
+    # Settlements that changed an order (the rest were repeats or not ours).
+    settled: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from connector.states import (
     MAX_ATTEMPTS,
     State,
     check_transition,
+    is_allowed,
     sources_of,
 )
 from connector.store import models as m
@@ -50,6 +51,7 @@ from connector.store.records import (
     OrderRef,
     Recorded,
     Released,
+    Settlement,
     StoredOrder,
     StoredResult,
     StoredTransaction,
@@ -118,8 +120,15 @@ class NonceReservation:
         tx_hash: bytes | str,
         orders: Sequence[OrderRef],
         fees: Fees | None = None,
+        *,
+        submit: bool = False,
     ) -> None:
-        """Store the signed transaction for this nonce and the orders it carries."""
+        """Store the signed transaction for this nonce and the orders it carries.
+
+        With ``submit``, the orders also move RESULT_READY -> SUBMITTED in
+        the same transaction: once the raw transaction is durable it will be
+        broadcast (again, after a crash), so the orders count as submitted.
+        """
         if self.recorded:
             raise BugError("a nonce reservation records exactly one transaction")
         await self._store._insert_transaction(
@@ -131,6 +140,7 @@ class NonceReservation:
             as_bytes(tx_hash),
             orders,
             fees or Fees(),
+            submit=submit,
         )
         self.recorded = True
 
@@ -163,12 +173,16 @@ class WorkOrderStore:
         recent_hashes: Mapping[int, bytes | str] | None = None,
         stream: str = DEFAULT_STREAM,
         last_tx_id: str | None = None,
+        settlements: Sequence[Settlement] = (),
     ) -> Recorded:
         """Record confirmed events and advance the checkpoint, in ONE transaction.
 
         New orders are inserted (RECEIVED, or SKIPPED); an order already
         stored is left alone, except an ORPHANED one, which goes back to
         RECEIVED (keeping its result when its request is unchanged).
+        ``settlements`` (completions, cancellations) then close orders as
+        the state table allows; one it does not allow is logged and left,
+        so a surprising chain never stalls the watcher.
         ``recent_hashes`` (block number -> hash) is merged into what the
         checkpoint remembers; hashes older than ``RECENT_BLOCKS_KEPT`` blocks
         behind ``checkpoint_block``, or above it, are dropped.
@@ -182,6 +196,9 @@ class WorkOrderStore:
             seen = [row for row in rows if row["order_key"] not in new_keys]
             revived = await self._revive(session, chain, where, seen, now)
             bad = await self._insert_malformed(session, chain, where, malformed, now)
+            settled = 0
+            for settlement in settlements:
+                settled += await self._settle(session, chain, where, settlement, now)
             await self._write_checkpoint(
                 session,
                 chain,
@@ -203,6 +220,7 @@ class WorkOrderStore:
             revived=revived,
             duplicates=len(rows) - len(new_keys) - len(revived),
             malformed=bad,
+            settled=settled,
         )
 
     async def get_checkpoint(
@@ -745,14 +763,17 @@ class WorkOrderStore:
                     )
                 await self._move_one(session, row, target, now, **values)
 
-    async def _current(self, session: AsyncSession, ref: OrderRef) -> Any:
-        row = (
+    async def _find(self, session: AsyncSession, ref: OrderRef) -> Any | None:
+        return (
             await session.execute(
                 select(
                     WO.id, WO.state, WO.attempts, WO.claimed_by, WO.work_order_id
                 ).where(_is(ref))
             )
         ).one_or_none()
+
+    async def _current(self, session: AsyncSession, ref: OrderRef) -> Any:
+        row = await self._find(session, ref)
         if row is None:
             raise StoreError(
                 f"no work order {ref.order_key.hex()} of contract {ref.contract} on "
@@ -865,6 +886,66 @@ class WorkOrderStore:
             revived.append(OrderRef(chain, contract, orphan.order_key))
 
         return revived
+
+    async def _settle(
+        self,
+        session: AsyncSession,
+        chain: str,
+        contract: str,
+        settlement: Settlement,
+        now: datetime,
+    ) -> int:
+        """Apply one confirmed on-chain outcome; 1 if it changed the order."""
+        ref = OrderRef(chain, contract, as_bytes(settlement.order_key))
+        row = await self._find(session, ref)
+        if row is None:
+            return 0  # an order of this registry that we never recorded
+        source = State(row.state)
+
+        if settlement.kind == "skipped":
+            await session.execute(
+                update(WO)
+                .where(WO.id == row.id)
+                .values(
+                    error_message=(
+                        f"completion skipped on-chain in block "
+                        f"{settlement.block_number}, reason {settlement.reason}"
+                    ),
+                    updated_at=now,
+                )
+            )
+            log.warning(
+                "work order %s: completion skipped on-chain, reason %d",
+                row.work_order_id,
+                settlement.reason,
+                extra={"chain": chain, "block": settlement.block_number},
+            )
+            return 1
+
+        values: dict[str, Any] = {}
+        if settlement.kind == "cancelled":
+            target = State.CANCELLED
+        elif settlement.status == 0:
+            target = State.COMPLETED
+            values["completion_block"] = settlement.block_number
+        else:
+            target = State.FAILED
+            values["completion_block"] = settlement.block_number
+            values["error_code"] = settlement.status
+        if source is target:
+            return 0
+        if not is_allowed(source, target, attempts=row.attempts):
+            log.warning(
+                "work order %s settled on-chain as %s while %s here; left as it is",
+                row.work_order_id,
+                target.value,
+                source.value,
+                extra={"chain": chain, "block": settlement.block_number},
+            )
+            return 0
+        await self._move_one(session, row, target, now, **values)
+
+        return 1
 
     async def _insert_malformed(
         self,
@@ -1000,6 +1081,8 @@ class WorkOrderStore:
         tx_hash: bytes,
         orders: Sequence[OrderRef],
         fees: Fees,
+        *,
+        submit: bool,
     ) -> None:
         now = self._clock()
         tx_id = (
@@ -1024,7 +1107,10 @@ class WorkOrderStore:
 
         order_ids = []
         for ref in orders:
-            order_ids.append((await self._current(session, ref)).id)
+            row = await self._current(session, ref)
+            order_ids.append(row.id)
+            if submit and State(row.state) is not State.SUBMITTED:
+                await self._move_one(session, row, State.SUBMITTED, now)
         if order_ids:
             await session.execute(
                 self._insert(m.TransactionOrder).values(

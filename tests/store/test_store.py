@@ -10,6 +10,7 @@ import pytest
 from connector.store import (
     Fees,
     OrderRef,
+    Settlement,
     State,
     StoredTransaction,
     WorkOrderStore,
@@ -321,6 +322,65 @@ async def test_unknown_order_is_a_store_error(store: WorkOrderStore) -> None:
         await store.mark_submitted([ref(99)])
 
 
+async def test_settlements_close_orders_with_the_checkpoint(
+    store: WorkOrderStore,
+) -> None:
+    """Confirmed completions and cancellations close orders in the watcher's batch."""
+    await record(store, 1, 2, 3, 4)
+    await store.claim_next(3, "pool-a")
+    for n in (1, 2, 4):
+        if await state_of(store, n) is State.RECEIVED:
+            await store.claim_next(1, "pool-a")
+        await save(store, n)
+    await store.mark_submitted([ref(1), ref(2), ref(4)])
+    batch = [
+        Settlement(ref(1).order_key, "completed", 20),
+        Settlement(ref(2).order_key, "completed", 20, status=5),
+        Settlement(ref(3).order_key, "cancelled", 21),
+        Settlement(ref(4).order_key, "skipped", 21, reason=4),
+        Settlement(b"\x77" * 32, "completed", 21),
+    ]
+
+    first = await store.record_events(
+        CHAIN, REGISTRY, [], checkpoint_block=21, settlements=batch
+    )
+    again = await store.record_events(
+        CHAIN, REGISTRY, [], checkpoint_block=21, settlements=batch[:3]
+    )
+
+    assert (first.settled, again.settled) == (4, 0)
+    done, failed, cancelled, skipped = [
+        await store.get_order(ref(n)) for n in range(1, 5)
+    ]
+    assert done is not None and done.state is State.COMPLETED
+    assert done.completion_block == 20
+    assert failed is not None and failed.state is State.FAILED
+    assert failed.error_code == 5
+    assert cancelled is not None and cancelled.state is State.CANCELLED
+    assert skipped is not None and skipped.state is State.SUBMITTED
+    assert skipped.error_message is not None and "reason 4" in skipped.error_message
+
+
+async def test_settlement_the_table_forbids_is_left_alone(
+    store: WorkOrderStore,
+) -> None:
+    """A completion seen for an order not yet submitted here neither moves nor stalls."""
+    await record(store, 1)
+
+    outcome = await store.record_events(
+        CHAIN,
+        REGISTRY,
+        [],
+        checkpoint_block=30,
+        settlements=[Settlement(ref(1).order_key, "completed", 30)],
+    )
+
+    assert outcome.settled == 0
+    assert await state_of(store, 1) is State.RECEIVED
+    point = await store.get_checkpoint(CHAIN, REGISTRY)
+    assert point is not None and point.block_number == 30
+
+
 # -- concurrency ----------------------------------------------------------------
 
 
@@ -428,6 +488,24 @@ async def test_raw_transaction_is_committed_before_broadcast(
         CHAIN, RELAYER, 3, "mined", mined_hash=b"\xbb" * 32
     )
     assert await store.pending_transactions(CHAIN) == []
+
+
+async def test_recording_with_submit_marks_orders_submitted_atomically(
+    store: WorkOrderStore,
+) -> None:
+    """With submit=True the orders become SUBMITTED only if the tx is committed."""
+    await bring_to(store, 1, State.RESULT_READY)
+
+    with pytest.raises(RuntimeError, match="crash"):
+        async with store.reserve_nonce(CHAIN, RELAYER) as slot:
+            await slot.record(b"raw", b"\xdd" * 32, [ref(1)], submit=True)
+            raise RuntimeError("crash before commit")
+    assert await state_of(store, 1) is State.RESULT_READY
+
+    async with store.reserve_nonce(CHAIN, RELAYER) as slot:
+        await slot.record(b"raw", b"\xdd" * 32, [ref(1)], submit=True)
+    assert await state_of(store, 1) is State.SUBMITTED
+    assert slot.nonce == 0
 
 
 async def test_failed_signing_rolls_back_the_nonce(store: WorkOrderStore) -> None:
