@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -65,6 +66,13 @@ OAEP_SHA256 = "RSA-OAEP-SHA256"
 SESSION_KEY_MARKERS = ("", "null")
 # The value that means "not encrypted: data is base64 of the plaintext".
 PLAINTEXT_MARKER = "-"
+
+# A WorkOrderSubmit request nests 4 levels; 32 leaves room for extensions.
+MAX_JSON_DEPTH = 32
+# Possessive quantifiers: no backtracking on long or unterminated strings.
+_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKET_STEPS = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")
 
 _HEX = re.compile(r"[0-9a-fA-F]*")
 _B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
@@ -259,6 +267,10 @@ def split_request(
         raw = request.encode() if isinstance(request, str) else request
         if len(raw) > limits.max_request_bytes:
             raise invalid("request", f"is larger than {limits.max_request_bytes} bytes")
+        if not _shallow(raw):
+            raise invalid(
+                "request", f"is not JSON nested at most {MAX_JSON_DEPTH} deep"
+            )
         try:
             request = json.loads(raw)
         except (ValueError, RecursionError) as exc:
@@ -281,6 +293,20 @@ def split_request(
             rpc_id = None
         return rpc_id, params
     return None, request
+
+
+def _shallow(raw: bytes) -> bool:
+    """True when JSON text nests at most MAX_JSON_DEPTH levels.
+
+    ``json`` recurses in C once per level; under the high recursion limits
+    some Ethereum libraries set on import, deep input can overflow the C
+    stack and kill the process instead of raising. So the depth is measured
+    first, in linear time: drop strings, map each opening bracket to +1 and
+    each closing one to -1, and take the largest running sum.
+    """
+    steps = _JSON_STRING.sub(b"", raw).translate(_BRACKET_STEPS, _NOT_BRACKETS)
+    depth = max(itertools.accumulate(memoryview(steps).cast("b")), default=0)
+    return depth <= MAX_JSON_DEPTH
 
 
 def parse_request(

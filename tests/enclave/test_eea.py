@@ -276,6 +276,33 @@ def test_peek_work_order_id() -> None:
     assert peek_work_order_id(b"not json") is None
 
 
-def test_deeply_nested_json_is_refused() -> None:
-    """JSON nested beyond the parser's depth is refused, not a crash."""
-    assert refused(b"[" * 100_000 + b"]" * 100_000).field == "request"
+@pytest.mark.parametrize(
+    "document",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b"[" * 100_000,
+        b'{"params": ' * 40 + b"{}" + b"}" * 40,
+    ],
+    ids=["balanced", "unclosed", "objects"],
+)
+def test_deeply_nested_json_is_refused_before_parsing(document: bytes) -> None:
+    """Deep nesting is refused by a linear scan, never handed to the recursive parser.
+
+    Some Ethereum libraries raise the recursion limit to 100,000 on import;
+    then ``json.loads`` of deep input overflows the C stack and kills the
+    process, so this must not reach it.
+    """
+    error = refused(document)
+
+    assert error.field == "request"
+    assert "nested" in str(error)
+
+
+def test_brackets_inside_strings_do_not_count() -> None:
+    """Brackets inside JSON strings, escaped quotes included, are not nesting."""
+    request = base_request()
+    request["params"]["resultUri"] = '\\"' + "[" * 200 + "{" * 200
+
+    parsed = parse_request(json.dumps(request).encode())
+
+    assert parsed.result_uri == request["params"]["resultUri"]
