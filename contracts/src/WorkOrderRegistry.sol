@@ -20,6 +20,8 @@ interface IWorkerSigner {
 /// requester cannot squat another's work-order id.
 ///
 /// States: 0 none, 1 pending, 2 completed, 3 cancelled.
+/// Deadline: a unix time after which the requester may cancel a pending
+/// order; 0 means no deadline (never cancellable).
 /// Completion status: 0 a result, anything else an EEA error code.
 /// CompletionSkipped reasons (batch only): 1 unknown order, 2 already
 /// completed, 3 cancelled, 4 bad signature, 5 too little gas left for the
@@ -37,6 +39,9 @@ contract WorkOrderRegistry {
     uint8 internal constant SKIP_CALLBACK_GAS = 5;
 
     uint256 internal constant WORKER_ACTIVE = 1;
+    /// @dev A deadline of 0 means none: the order waits for its result and
+    /// can never be cancelled.
+    uint64 internal constant NO_DEADLINE = 0;
 
     /// @dev Upper bound on what a completion spends besides the callback itself:
     /// storage writes, the event's fixed part, the calldata copy and the call.
@@ -130,7 +135,9 @@ contract WorkOrderRegistry {
         uint32 callbackGas
     ) external returns (bytes32 orderKey) {
         if (callbackGas > callbackGasCap) revert CallbackGasTooHigh(callbackGas, callbackGasCap);
-        if (deadline <= block.timestamp) revert DeadlineNotInFuture(deadline);
+        if (deadline != NO_DEADLINE && deadline <= block.timestamp) {
+            revert DeadlineNotInFuture(deadline);
+        }
         orderKey = keccak256(abi.encode(msg.sender, workOrderId));
         if (orders[orderKey].state != STATE_NONE) revert DuplicateOrder(orderKey);
 
@@ -183,7 +190,8 @@ contract WorkOrderRegistry {
         }
     }
 
-    /// @notice Cancels a pending order; only its requester, only after its deadline.
+    /// @notice Cancels a pending order; only its requester, only after its
+    /// deadline (an order without a deadline cannot be cancelled).
     function workOrderCancel(bytes32 orderKey) external {
         Order storage order = orders[orderKey];
         uint8 state = order.state;
@@ -191,7 +199,9 @@ contract WorkOrderRegistry {
         if (order.requester != msg.sender) revert NotRequester(orderKey, msg.sender);
         if (state != STATE_PENDING) revert NotPending(orderKey, state);
         uint64 deadline = order.deadline;
-        if (block.timestamp <= deadline) revert DeadlineNotPassed(orderKey, deadline);
+        if (deadline == NO_DEADLINE || block.timestamp <= deadline) {
+            revert DeadlineNotPassed(orderKey, deadline);
+        }
 
         order.state = STATE_CANCELLED;
         emit WorkOrderCancelled(orderKey, order.workOrderIdOrResponseHash);

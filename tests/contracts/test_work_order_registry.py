@@ -116,9 +116,11 @@ def test_callback_gas_above_the_cap_reverts(env: Env) -> None:
 
 
 def test_deadline_must_be_in_the_future(env: Env) -> None:
-    """A deadline at or before the current block time is refused."""
+    """A non-zero deadline at or before the current block time is refused."""
     with reverts("DeadlineNotInFuture(uint64)"):
         env.submit(deadline=env.now() - 1)
+    with reverts("DeadlineNotInFuture(uint64)"):
+        env.submit(deadline=1)
 
 
 def test_complete_accepts_the_stored_signer(env: Env) -> None:
@@ -357,6 +359,18 @@ def test_completion_after_deadline_is_still_accepted_until_cancelled(env: Env) -
 
     env.complete(key)
 
+    assert env.get(key)["state"] == COMPLETED
+
+
+def test_order_without_deadline_is_never_cancellable(env: Env) -> None:
+    """Deadline 0 is accepted at submit and means the order cannot be cancelled."""
+    key = env.submit(deadline=0)
+    env.travel_to(env.now() + 10**6)
+
+    with reverts("DeadlineNotPassed(bytes32,uint64)"):
+        env.transact(env.orders.functions.workOrderCancel(key), env.requester)
+    assert env.get(key)["deadline"] == 0
+    env.complete(key)
     assert env.get(key)["state"] == COMPLETED
 
 
