@@ -50,6 +50,7 @@ def connection_info(peer: DevPeer, address: str) -> dict[str, object]:
 
 
 async def run(folder: Path, port: int, channel: str, chaincode: str) -> None:
+    folder = folder.resolve()
     peer = DevPeer(folder, channel=channel, chaincode=chaincode)
     await peer.start()
     address = f"127.0.0.1:{port or free_port()}"
@@ -58,6 +59,9 @@ async def run(folder: Path, port: int, channel: str, chaincode: str) -> None:
     temporary = info_path.with_suffix(".tmp")
     temporary.write_text(json.dumps(connection_info(peer, address), indent=2))
     temporary.replace(info_path)
+    logging.getLogger(__name__).info(
+        "ready: gateway %s, connection details in %s", address, info_path
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

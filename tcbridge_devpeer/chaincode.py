@@ -167,6 +167,8 @@ class ChaincodeSession:
             tuple[str, str], asyncio.Queue[chaincode_shim_pb2.ChaincodeMessage]
         ] = {}
         self._reader: asyncio.Task[None] | None = None
+        # Set once the stream has ended: later invocations fail at once.
+        self._gone: str | None = None
 
     async def connect(self) -> None:
         self._channel = grpc.aio.insecure_channel(self._process.address)
@@ -197,6 +199,7 @@ class ChaincodeSession:
             msg = await self._call.read()
             if msg is grpc.aio.EOF:
                 log.error("the chaincode closed its stream")
+                self._gone = "the chaincode closed its stream"
                 for inbox in self._inboxes.values():
                     inbox.put_nowait(
                         Msg(type=Msg.ERROR, payload=b"chaincode stream closed")
@@ -221,6 +224,8 @@ class ChaincodeSession:
         simulator: TxSimulator,
     ) -> Invocation:
         """Run one transaction on the chaincode and collect what it did."""
+        if self._gone is not None:
+            raise ChaincodeFailed(self._gone)
         route = (channel, tx_id)
         if route in self._inboxes:
             raise ChaincodeFailed(f"transaction {tx_id} is already being simulated")

@@ -15,7 +15,7 @@ import grpc
 from fabric_protos.common import common_pb2
 from fabric_protos.gateway import gateway_pb2, gateway_pb2_grpc
 
-from enclave_bridge.errors import CryptoError
+from enclave_bridge.errors import ChainError, CryptoError
 from tcbridge_devpeer.chaincode import ChaincodeFailed
 from tcbridge_devpeer.peer import DevPeer, EndorsementFailed, UnknownChannel
 from tcbridge_devpeer.protocol import MalformedMessage
@@ -36,6 +36,8 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, verb: str) -
         code, message = grpc.StatusCode.PERMISSION_DENIED, f"access denied: {exc}"
     elif isinstance(exc, ChaincodeFailed):
         code, message = grpc.StatusCode.UNAVAILABLE, f"chaincode failed: {exc}"
+    elif isinstance(exc, ChainError):
+        code, message = grpc.StatusCode.UNAVAILABLE, str(exc)
     else:
         raise exc
     await context.abort(code, message)

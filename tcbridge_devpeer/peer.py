@@ -98,6 +98,7 @@ class DevPeer:
         self._has_pending = asyncio.Event()
         self._committed = asyncio.Condition()
         self._cutter: asyncio.Task[None] | None = None
+        self._failure: str | None = None
         self._ledger: Ledger | None = None
         self._process: ChaincodeProcess | None = None
         self._session: ChaincodeSession | None = None
@@ -126,6 +127,7 @@ class DevPeer:
             self._process.stop()
             raise
         self._cutter = asyncio.create_task(self._cut_blocks(), name="block-cutter")
+        self._cutter.add_done_callback(self._cutter_ended)
         log.info(
             "development peer ready: channel %s, chaincode %s, height %d",
             self.channel,
@@ -218,6 +220,8 @@ class DevPeer:
         Like an orderer, refuse an envelope that its creator did not sign:
         it never reaches a block.
         """
+        if self._failure is not None:
+            raise ChainError(self._failure)
         submitted = protocol.parse_envelope(envelope)
         if submitted.channel != self.channel:
             raise UnknownChannel(f"this peer serves channel {self.channel} only")
@@ -226,6 +230,13 @@ class DevPeer:
         self._pending_ids.add(submitted.tx_id)
         self._has_pending.set()
         return submitted.tx_id
+
+    def _cutter_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        self._failure = f"the block cutter stopped: {error!r}"
+        log.error("%s; the peer accepts no more transactions", self._failure)
 
     async def _cut_blocks(self) -> None:
         while True:
