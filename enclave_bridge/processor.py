@@ -679,8 +679,12 @@ class _ItemOpener:
 
 
 def encode_response(response: Mapping[str, Any]) -> bytes:
-    """Compact UTF-8 JSON, keys in the order built (Avalon's order)."""
-    return json.dumps(response, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact ASCII JSON, keys in the order built (Avalon's order).
+
+    ASCII because an error answer may echo a requester's string (an id) that
+    holds a lone surrogate, which has no UTF-8 form; JSON escapes it.
+    """
+    return json.dumps(response, separators=(",", ":")).encode("ascii")
 
 
 def result_signature(

@@ -62,7 +62,21 @@ FLIPPABLE = {
     "iv",
     "dataHash",
 }
-WRONG_VALUES: list[Any] = [None, 0, -1, True, [], {}, 1.5, "", "xyz", [{"index": 0}]]
+WRONG_VALUES: list[Any] = [
+    None,
+    0,
+    -1,
+    True,
+    [],
+    {},
+    1.5,
+    "",
+    "xyz",
+    "\ud800",
+    "é" * 3,
+    2**70,
+    [{"index": 0}],
+]
 
 
 @dataclass(frozen=True)

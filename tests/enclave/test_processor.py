@@ -674,3 +674,22 @@ def test_several_workers_and_an_unknown_one(
     assert served.status == 0 and served.result_signature is not None
     assert refused.status == EeaError.INVALID_PARAMETER
     assert refused.result_signature is None
+
+
+def test_lone_surrogates_in_echoed_strings(
+    processor: WorkOrderProcessor, worker_details: WorkerDetails
+) -> None:
+    """Strings with no UTF-8 form, echoed in an answer, still give valid JSON bytes."""
+    request = json.loads(json.dumps(order(worker_details).request))
+    request["id"] = "\udfff"
+    served = processor.process(request)
+    request["params"]["workOrderId"] = "\ud800"
+    refused = processor.process(request, target=eth_target())
+
+    assert served.status == 0
+    assert json.loads(served.response_bytes)["id"] == "\udfff"
+    assert refused.status == EeaError.INVALID_PARAMETER
+    assert (
+        json.loads(refused.response_bytes)["error"]["data"]["workOrderId"] == "\ud800"
+    )
+    assert refused.result_signature is not None
