@@ -14,9 +14,10 @@ Dying with the parent, whatever killed it:
    is the parent's; end of file means the parent is gone, and the process
    exits at once even if a work order is running.
 
-Wire format, both ways: a 4-byte big-endian length, then a pickle. The
-parent's messages may carry dataclasses (policy, targets); ours carry only
-built-in types, and the parent unpickles them refusing every global.
+Wire format, both ways: a 4-byte big-endian length, then the message. The
+parent's messages are pickles (they may carry the policy and targets); ours
+are a fixed binary layout for results and, for start-up messages, pickles
+of built-in types, which the parent unpickles refusing every global.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ import json
 import os
 import pickle
 import signal
+import struct
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 from enclave_bridge.eea import WorkOrderErrorBody, peek_field
 from enclave_bridge.identity import (
@@ -90,37 +92,72 @@ def watch_lifeline(fd: int) -> None:
     threading.Thread(target=watch, name="lifeline", daemon=True).start()
 
 
-def read_frame(fd: int) -> Any | None:
-    """The next message, or None at end of file."""
-    header = _read_exact(fd, 4)
-    if header is None:
+def read_frame(stream: BinaryIO) -> Any | None:
+    """The next message from the parent, or None at end of file."""
+    header = stream.read(4)
+    if len(header) < 4:
         return None
     size = int.from_bytes(header, "big")
     if size > MAX_FRAME_BYTES:
         raise ValueError(f"frame of {size} bytes")
-    body = _read_exact(fd, size)
-    if body is None:
+    body = stream.read(size)
+    if len(body) < size:
         return None
     return pickle.loads(body)
 
 
-def _read_exact(fd: int, size: int) -> bytes | None:
-    chunks: list[bytes] = []
-    while size:
-        chunk = os.read(fd, min(size, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-def write_frame(fd: int, message: Any) -> None:
-    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+def write_frame(fd: int, body: bytes) -> None:
     view = memoryview(len(body).to_bytes(4, "big") + body)
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+# Messages to the parent start with a kind byte: DONE frames are a fixed
+# binary layout (the hot path: no pickle either way), the rare others a
+# pickle of built-in types.
+DONE, PICKLED = b"D", b"P"
+_DONE_HEADER = struct.Struct(">QiBIHH")
+_ABSENT = 0xFFFF
+
+
+def encode_done(
+    job_id: int,
+    status: int,
+    response: bytes,
+    request_hash: bytes | None,
+    signature: bytes | None,
+    executed: bool,
+) -> bytes:
+    header = _DONE_HEADER.pack(
+        job_id,
+        status,
+        int(executed),
+        len(response),
+        _ABSENT if request_hash is None else len(request_hash),
+        _ABSENT if signature is None else len(signature),
+    )
+    return b"".join((DONE, header, response, request_hash or b"", signature or b""))
+
+
+def decode_done(
+    body: bytes,
+) -> tuple[int, int, bytes, bytes | None, bytes | None, bool]:
+    """(job id, status, response, request hash, result signature, executed)."""
+    job_id, status, executed, n_response, n_hash, n_sig = _DONE_HEADER.unpack_from(
+        body, 1
+    )
+    at = 1 + _DONE_HEADER.size
+    response = body[at : at + n_response]
+    at += n_response
+    request_hash = None if n_hash == _ABSENT else body[at : at + n_hash]
+    at += 0 if n_hash == _ABSENT else n_hash
+    signature = None if n_sig == _ABSENT else body[at : at + n_sig]
+    return job_id, status, response, request_hash, signature, bool(executed)
+
+
+def encode_pickled(message: tuple[Any, ...]) -> bytes:
+    return PICKLED + pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def load_registry(spec: str) -> WorkloadRegistry:
@@ -168,9 +205,8 @@ class Server:
             )
         return out
 
-    def run(self, order_key: str, request: bytes, target: Target) -> tuple[Any, ...]:
-        worker_id = _lower_str(peek_field(request, "workerId"))
-        workload_name = _workload_name(peek_field(request, "workloadId"))
+    def run(self, order_key: str, request: bytes, target: Target) -> Answer:
+        worker_id, workload_name = _routing(request)
         workload = self.registry.get(workload_name) if workload_name else None
         stateful = bool(workload is not None and workload.stateful)
 
@@ -210,7 +246,7 @@ class Server:
 
     def fail(
         self, order_key: str, request: bytes, target: Target, code: int, message: str
-    ) -> tuple[Any, ...]:
+    ) -> Answer:
         """Commit and sign an error result the pool decided on (timeout, crashes)."""
         stored = self.store.result(order_key)
         if stored is not None:
@@ -260,7 +296,10 @@ class Server:
         os.write(self.audit_fd, (json.dumps(line) + "\n").encode())
 
 
-def _answer(result: StoredResult, executed: bool) -> tuple[Any, ...]:
+Answer = tuple[int, bytes, bytes | None, bytes | None, bool]
+
+
+def _answer(result: StoredResult, executed: bool) -> Answer:
     return (
         result.status,
         result.response,
@@ -268,6 +307,19 @@ def _answer(result: StoredResult, executed: bool) -> tuple[Any, ...]:
         result.result_signature,
         executed,
     )
+
+
+def _routing(request: bytes) -> tuple[str, str | None]:
+    """(worker id, workload name) of a request, as far as it says; one JSON parse."""
+    try:
+        document = json.loads(request)
+        params = document.get("params", document)
+        return _lower_str(params.get("workerId")), _workload_name(
+            params.get("workloadId")
+        )
+    except (ValueError, AttributeError, RecursionError):
+        # The processor refuses such a request with a proper error result.
+        return "", None
 
 
 def _lower_str(value: Any) -> str:
@@ -284,18 +336,21 @@ def _workload_name(workload_id: Any) -> str | None:
 
 
 def serve(cmd_fd: int, result_fd: int) -> None:
-    init = read_frame(cmd_fd)
+    commands = os.fdopen(cmd_fd, "rb", buffering=1 << 16)
+    init = read_frame(commands)
     if init is None:
         return
     try:
         server = Server(init)
     except Exception as exc:
-        write_frame(result_fd, ("failed", f"{type(exc).__name__}: {exc}"))
+        write_frame(
+            result_fd, encode_pickled(("failed", f"{type(exc).__name__}: {exc}"))
+        )
         return
-    write_frame(result_fd, ("ready", server.pid, server.records()))
+    write_frame(result_fd, encode_pickled(("ready", server.pid, server.records())))
 
     while True:
-        message = read_frame(cmd_fd)
+        message = read_frame(commands)
         if message is None:
             return
         kind, job_id = message[0], message[1]
@@ -307,7 +362,7 @@ def serve(cmd_fd: int, result_fd: int) -> None:
             )
         else:
             raise ValueError(f"unknown message kind {kind!r}")
-        write_frame(result_fd, ("done", job_id, *answer))
+        write_frame(result_fd, encode_done(job_id, *answer))
 
 
 def main(argv: list[str]) -> None:

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from enclave_bridge import _pool_worker as wire
 from enclave_bridge.attestation import Attester, SimulatedAttester
 from enclave_bridge.eea import EeaError
 from enclave_bridge.errors import BugError, ConfigurationError, PoolError
@@ -162,6 +163,10 @@ class _Process:
     lifeline_fd: int
     ready: asyncio.Future[None]
     outstanding: deque[_Pending] = field(default_factory=deque)
+    # When the order now running must be done (loop time), None when idle.
+    head_deadline: float | None = None
+    # One timer per process, moved only when a deadline comes earlier: a
+    # timer per order would cost more than the hand-over itself.
     timer: asyncio.TimerHandle | None = None
     # Set once we decided this process must go (killed for a timeout, closing).
     retired: bool = False
@@ -393,7 +398,7 @@ class EnclavePool:
         if not process.outstanding or process.outstanding[0].job_id != job_id:
             raise BugError(f"pool process {process.pid} answered out of order")
         pending = process.outstanding.popleft()
-        self._arm_timer(process)
+        self._head_started(process)
 
         result = PoolResult(
             order_key=pending.job.order_key,
@@ -487,16 +492,32 @@ class EnclavePool:
         process.retired = True
         _kill(process.pid)
 
-    def _arm_timer(self, process: _Process) -> None:
-        if process.timer is not None:
-            process.timer.cancel()
-            process.timer = None
+    def _head_started(self, process: _Process) -> None:
+        """The first outstanding order (if any) starts running now."""
         if not process.outstanding:
+            process.head_deadline = None
             return
         loop = self._loop
         assert loop is not None
-        cap = self._cap(process.outstanding[0])
-        process.timer = loop.call_later(cap, self._on_timeout, process)
+        deadline = loop.time() + self._cap(process.outstanding[0])
+        process.head_deadline = deadline
+        if process.timer is not None and process.timer.when() <= deadline:
+            return
+        if process.timer is not None:
+            process.timer.cancel()
+        process.timer = loop.call_at(deadline, self._on_timer, process)
+
+    def _on_timer(self, process: _Process) -> None:
+        process.timer = None
+        deadline = process.head_deadline
+        if process.exited or deadline is None:
+            return
+        loop = self._loop
+        assert loop is not None
+        if loop.time() >= deadline:
+            self._on_timeout(process)
+        else:
+            process.timer = loop.call_at(deadline, self._on_timer, process)
 
     def _cap(self, pending: _Pending) -> float:
         if pending.job.max_seconds is not None:
@@ -546,7 +567,7 @@ class EnclavePool:
                 )
             process.writer.send(message)
             if was_idle:
-                self._arm_timer(process)
+                self._head_started(process)
 
     def _break(self, reason: str) -> None:
         if self._broken is not None:
@@ -671,7 +692,15 @@ class _FrameReader:
                 break
             body = bytes(self._buffer[4 : 4 + size])
             del self._buffer[: 4 + size]
-            self._on_message(_ChildUnpickler(io.BytesIO(body)).load())
+            self._on_message(_decode(body))
+
+
+def _decode(body: bytes) -> tuple[Any, ...]:
+    if body[:1] == wire.DONE:
+        return ("done", *wire.decode_done(body))
+    if body[:1] == wire.PICKLED:
+        return tuple(_ChildUnpickler(io.BytesIO(body[1:])).load())
+    raise PoolError("a pool process sent a message of unknown kind")
 
 
 class _ChildUnpickler(pickle.Unpickler):

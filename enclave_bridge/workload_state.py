@@ -64,6 +64,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from enclave_bridge.errors import BugError, StoreError
@@ -184,9 +185,11 @@ class SqliteWorkloadStateStore:
                 with self.engine.begin() as conn:
                     metadata.create_all(conn)
             self._conn = self.engine.raw_connection()
+            self._cursor = self._conn.cursor()
         self._sql = _Statements(self.engine.dialect)
 
     def close(self) -> None:
+        self._cursor.close()
         self._conn.close()
         self.engine.dispose()
 
@@ -215,20 +218,13 @@ class SqliteWorkloadStateStore:
         return None if row is None else str(row[0])
 
     def claim(self, worker_id: str, request_hash: bytes, order_key: str) -> bool:
+        keys = {"worker_id": worker_id, "request_hash": request_hash}
         with _translated("claim a request hash"), self._write():
-            row = self._one(
-                self._sql.claim_owner, worker_id=worker_id, request_hash=request_hash
-            )
-            if row is None:
-                self._run(
-                    self._sql.insert_claim,
-                    worker_id=worker_id,
-                    request_hash=request_hash,
-                    order_key=order_key,
-                )
+            if self._run(self._sql.insert_claim_if_new, **keys, order_key=order_key):
                 return True
+            row = self._one(self._sql.claim_owner, **keys)
 
-        return str(row[0]) == order_key
+        return row is not None and str(row[0]) == order_key
 
     def commit(
         self,
@@ -262,31 +258,30 @@ class SqliteWorkloadStateStore:
         new_state: Mapping[str, Any] | None,
     ) -> CommitOutcome:
         sql = self._sql
-        if self._one(sql.load_result, order_key=result.order_key) is not None:
-            return CommitOutcome.ALREADY_COMMITTED
-        if claim:
+        # Inserts that skip existing keys find out in one statement what a
+        # read followed by an insert would; the rollback undoes them when a
+        # later step refuses the commit.
+        if claim and not self._run(
+            sql.insert_claim_if_new,
+            worker_id=result.worker_id,
+            request_hash=result.request_hash,
+            order_key=result.order_key,
+        ):
             owner = self._one(
                 sql.claim_owner,
                 worker_id=result.worker_id,
                 request_hash=result.request_hash,
             )
-            if owner is not None and str(owner[0]) != result.order_key:
+            if owner is None or str(owner[0]) != result.order_key:
                 return CommitOutcome.DUPLICATE
-            if owner is None:
-                self._run(
-                    sql.insert_claim,
-                    worker_id=result.worker_id,
-                    request_hash=result.request_hash,
-                    order_key=result.order_key,
-                )
         if new_state is not None:
             assert workload is not None
             if not self._replace_state(
                 result.worker_id, workload, expected_version, encode_state(new_state)
             ):
                 return CommitOutcome.CONFLICT
-        self._run(
-            sql.insert_result,
+        inserted = self._run(
+            sql.insert_result_if_new,
             order_key=result.order_key,
             worker_id=result.worker_id,
             request_hash=result.request_hash,
@@ -296,7 +291,7 @@ class SqliteWorkloadStateStore:
             committed_at=int(time.time()),
         )
 
-        return CommitOutcome.COMMITTED
+        return CommitOutcome.COMMITTED if inserted else CommitOutcome.ALREADY_COMMITTED
 
     def _replace_state(
         self, worker_id: str, workload: str, expected_version: int, text: str
@@ -318,24 +313,15 @@ class SqliteWorkloadStateStore:
         return changed == 1
 
     def _one(self, statement: _Prepared, **params: Any) -> tuple[Any, ...] | None:
-        cursor = self._conn.cursor()
-        try:
-            cursor.execute(statement.sql, statement.bind(params))
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
+        self._cursor.execute(statement.sql, statement.bind(params))
+        row = self._cursor.fetchone()
 
         return None if row is None else tuple(row)
 
     def _run(self, statement: _Prepared, **params: Any) -> int:
-        cursor = self._conn.cursor()
-        try:
-            cursor.execute(statement.sql, statement.bind(params))
-            count = int(cursor.rowcount)
-        finally:
-            cursor.close()
+        self._cursor.execute(statement.sql, statement.bind(params))
 
-        return count
+        return int(self._cursor.rowcount)
 
     def _write(self) -> _WriteTransaction:
         return _WriteTransaction(self._conn)
@@ -414,10 +400,10 @@ class _Statements:
             ).where(r.order_key == p("order_key")),
             dialect,
         )
-        self.insert_result = _prepare(
-            insert(work_order_result).values(
-                {col.name: p(col.name) for col in work_order_result.columns}
-            ),
+        self.insert_result_if_new = _prepare(
+            sqlite_insert(work_order_result)
+            .values({col.name: p(col.name) for col in work_order_result.columns})
+            .on_conflict_do_nothing(),
             dialect,
         )
         self.claim_owner = _prepare(
@@ -426,12 +412,14 @@ class _Statements:
             ),
             dialect,
         )
-        self.insert_claim = _prepare(
-            insert(request_claim).values(
+        self.insert_claim_if_new = _prepare(
+            sqlite_insert(request_claim)
+            .values(
                 worker_id=p("worker_id"),
                 request_hash=p("request_hash"),
                 order_key=p("order_key"),
-            ),
+            )
+            .on_conflict_do_nothing(),
             dialect,
         )
 
