@@ -521,8 +521,8 @@ def _item(entry: Any, where: str, limits: Limits) -> DataItem:
 
 def _json_size(value: Any) -> int:
     try:
-        return len(
-            json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-        )
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        # A lone surrogate (legal in decoded JSON) counts as its 3 bytes.
+        return len(text.encode("utf-8", "surrogatepass"))
     except (TypeError, ValueError, RecursionError):
         raise invalid("request", "is not JSON-serialisable") from None
