@@ -95,6 +95,26 @@ def test_example_consumer_accepts_results_only_from_the_registry(env: Env) -> No
         env.transact(request, env.stranger)
 
 
+def test_example_consumer_cancels_through_the_registry(env: Env) -> None:
+    """The consumer, as requester, can cancel its order after the deadline."""
+    consumer = env.deploy("ExampleConsumer", env.orders.address)
+    work_order_id = env.next_id()
+    deadline = env.now() + 50
+    call = consumer.functions.requestComputation(
+        work_order_id, WORKER_ID, REQUEST, deadline, 100_000
+    )
+    env.transact(call, env.operator)
+    key = order_key(consumer.address, work_order_id)
+    env.travel_to(deadline + 1)
+
+    with reverts("NotOwner(address)"):
+        env.transact(consumer.functions.cancel(key), env.stranger)
+    env.transact(consumer.functions.cancel(key), env.operator)
+
+    assert env.get(key)["state"] == 3
+    assert consumer.functions.resultOf(key).call() == [False, 0, b""]
+
+
 def test_callback_receives_exactly_its_gas(env: Env, probe: Contract) -> None:
     """The callee starts with the requested callback gas (minus its own entry cost)."""
     callback_gas = 150_000

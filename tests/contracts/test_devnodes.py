@@ -26,6 +26,12 @@ from connector.devnet import (
     rpc_call,
 )
 from enclave_bridge.result_signature import EthereumDomain, order_key, sign_eip712
+from scripts.gas_report import (
+    AVALON_GAS_PER_1KIB_ORDER,
+    TARGET_RATIO,
+    eea_request,
+    eea_response,
+)
 from tests.contracts.support import (
     FAR_DEADLINE,
     REQUEST,
@@ -135,6 +141,29 @@ def test_submit_and_signed_completion_on_anvil(anvil_chain: Chain) -> None:
     (event,) = logs(receipt, anvil_chain.orders, "WorkOrderCompleted")
     assert event["args"]["response"] == RESPONSE
     assert anvil_chain.orders.functions.workOrderGet(key).call()[0] == 2
+
+
+@pytest.mark.anvil
+def test_gas_of_a_1kib_work_order_stays_under_target(anvil_chain: Chain) -> None:
+    """Submit + complete of a 1 KiB EEA order costs at most 15 % of Avalon's 1,668,937 gas."""
+    request, response = eea_request(1024, 1), eea_response(1024, 1)
+    label = b"gas order"
+    submit = anvil_chain.orders.functions.workOrderSubmit(
+        keccak(label), WORKER_ID, b"\x00" * 32, request, FAR_DEADLINE, 0
+    )
+    submitted = anvil_chain.send(REQUESTER, submit)
+    key = order_key(REQUESTER.address, keccak(label))
+    domain = EthereumDomain(31337, anvil_chain.orders.address)
+    signature = sign_eip712(
+        WORKER_KEY, domain, key, keccak(request), keccak(response), 0
+    )
+    complete = anvil_chain.orders.functions.workOrderComplete(
+        key, 0, response, signature
+    )
+    completed = anvil_chain.send(RELAYER, complete)
+
+    total = submitted["gasUsed"] + completed["gasUsed"]
+    assert total <= TARGET_RATIO * AVALON_GAS_PER_1KIB_ORDER
 
 
 @pytest.mark.anvil
