@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from eth_utils import keccak
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from web3 import EthereumTesterProvider, Web3
 
 from tests.contracts.support import APP_ID, ORG_ID, WORKER_ID, Env, key_of, reverts
@@ -103,3 +105,35 @@ def test_lookup_next_past_the_end_is_empty(env: Env) -> None:
     result = env.workers.functions.workerLookUpNext(0, ANY, ANY, "99").call()
 
     assert result == [26, "", []]
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    worker_type=st.sampled_from([0, 1, 2, 3]),
+    org=st.sampled_from([ANY, ORG_ID, keccak(b"other org")]),
+    app=st.sampled_from([ANY, APP_A, APP_B, APP_ID, keccak(b"unknown app")]),
+)
+def test_paging_matches_a_model_for_any_filter(
+    env: Env, worker_type: int, org: bytes, app: bytes
+) -> None:
+    """For any filter, walking the pages yields exactly the model's matches, in order."""
+    registered = [(WORKER_ID, 1, ORG_ID, {APP_ID})] + [
+        (w, 1 + i % 2, ORG_ID, {APP_A, APP_B} if i % 3 == 0 else {APP_A})
+        for i, w in enumerate(PAGED)
+    ]
+    expected = [
+        w
+        for w, t, o, apps in registered
+        if worker_type in (0, t) and org in (ANY, o) and (app == ANY or app in apps)
+    ]
+
+    totals, tags, pages = all_pages(env, worker_type, org, app)
+
+    assert flat(pages) == expected
+    assert set(totals) == {len(expected)}
+    assert all(len(page) == 10 for page in pages[:-1])
+    assert tags[-1] == ""
