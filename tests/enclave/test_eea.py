@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -230,18 +231,27 @@ def test_not_an_object(document: Any) -> None:
     assert refused(document).code == EeaError.INVALID_PARAMETER
 
 
-def test_non_object_params_and_items() -> None:
+def _params(request: dict[str, Any]) -> dict[str, Any]:
+    params: dict[str, Any] = request["params"]
+    return params
+
+
+NON_OBJECT_CHANGES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "params-array": lambda r: r.update(params=[1]),
+    "inData-string": lambda r: _params(r).update(inData="x"),
+    "inData-empty": lambda r: _params(r).update(inData=[]),
+    "item-string": lambda r: _params(r)["inData"].__setitem__(0, "x"),
+    "outData-object": lambda r: _params(r).update(outData={"index": 0}),
+}
+
+
+@pytest.mark.parametrize("change", list(NON_OBJECT_CHANGES))
+def test_non_object_params_and_items(change: str) -> None:
     """params and items must be objects; inData must be a non-empty array."""
-    for change in (
-        lambda r: r.update(params=[1]),
-        lambda r: r["params"].update(inData="x"),
-        lambda r: r["params"].update(inData=[]),
-        lambda r: r["params"]["inData"].__setitem__(0, "x"),
-        lambda r: r["params"].update(outData={"index": 0}),
-    ):
-        request = base_request()
-        change(request)
-        assert refused(request).code == EeaError.INVALID_PARAMETER
+    request = base_request()
+    NON_OBJECT_CHANGES[change](request)
+
+    assert refused(request).code == EeaError.INVALID_PARAMETER
 
 
 @pytest.mark.parametrize(

@@ -401,9 +401,11 @@ def test_claim_not_called_for_a_refused_request(
     request["params"]["requesterNonce"] = "00" * 16
     calls: list[bytes] = []
 
-    outcome = processor.process(
-        request, claim_request=lambda h: calls.append(h) or True
-    )
+    def claim(request_hash: bytes) -> bool:
+        calls.append(request_hash)
+        return True
+
+    outcome = processor.process(request, claim_request=claim)
 
     assert outcome.stage == "request_hash"
     assert calls == []
@@ -424,7 +426,7 @@ def test_claim_not_called_for_a_refused_request(
         ),
         (lambda i, c: "not a result", EeaError.UNKNOWN_ERROR, "malformed result"),
         (
-            lambda i, c: WorkloadResult([WorkloadOutput(0, "str")]),
+            lambda i, c: WorkloadResult([WorkloadOutput(0, "str")]),  # type: ignore[arg-type]
             1,
             "malformed result",
         ),
@@ -435,7 +437,7 @@ def test_claim_not_called_for_a_refused_request(
             "malformed result",
         ),
         (
-            lambda i, c: WorkloadResult([WorkloadOutput(0, b"x")], new_state=[1]),
+            lambda i, c: WorkloadResult([WorkloadOutput(0, b"x")], new_state=[1]),  # type: ignore[arg-type]
             1,
             "malformed",
         ),
