@@ -63,11 +63,16 @@ async def test_concurrent_endorsements_of_one_key_commit_one_and_mark_the_other(
     assert block is not None
     assert list(transactions_filter(block)) == [Code.VALID, Code.MVCC_READ_CONFLICT]
 
-    statuses = []
+    marker = await registered(client, worker_key)
+    streamed = []
     async for number, event in client.events(start_block=block_a):
-        statuses.append((number, json.loads(event.payload)))
-        break
-    assert statuses == [(block_a, {"workerId": worker_id, "status": 2})]
+        payload = json.loads(event.payload)
+        if payload["workerId"] == marker:
+            break
+        streamed.append((number, event.event_name, payload))
+    assert streamed == [
+        (block_a, "WorkerStatusChanged", {"workerId": worker_id, "status": 2})
+    ]
 
 
 async def test_a_client_cannot_alter_the_endorsed_writes(
