@@ -23,7 +23,7 @@ from web3 import Web3
 
 from connector.abi import load_artifact
 from connector.deploy import deploy_all, send_transaction
-from connector.devnet import DEV_PRIVATE_KEYS, NODE_BIN, open_anvil
+from connector.devnet import DEV_PRIVATE_KEYS, NODE_BIN, open_anvil, rpc_call
 from enclave_bridge.result_signature import EthereumDomain, order_key, sign_eip712
 
 # Avalon's WorkOrderRegistry, submit + complete of one 1 KiB work order,
@@ -194,9 +194,13 @@ def anvil_version() -> str:
 
 def run() -> list[str]:
     """Measures everything; returns the report's lines (the ratio line last)."""
-    lines = [f"node: {anvil_version()} (fresh, 127.0.0.1, automine)"]
     pair_1k = 0
     with open_anvil() as node:
+        info = rpc_call(node.url, "anvil_nodeInfo", [])
+        hardfork = info.get("hardFork", "?") if isinstance(info, dict) else "?"
+        lines = [
+            f"node: {anvil_version()}, hardfork {hardfork} (fresh, 127.0.0.1, automine)"
+        ]
         bench = GasBench(Web3(Web3.HTTPProvider(node.url)))
         lines.append(f"{'size':>8} {'submit':>10} {'complete':>10} {'sum':>10}")
         for size in SIZES:
