@@ -37,6 +37,7 @@ from connector.store.records import (
     StoredOrder,
     StoredResult,
     StoredTransaction,
+    StoredWorker,
 )
 from connector.store.repository import (
     DEFAULT_STREAM,
@@ -65,6 +66,7 @@ __all__ = [
     "StoredOrder",
     "StoredResult",
     "StoredTransaction",
+    "StoredWorker",
     "WorkOrderStore",
     "database_url",
     "open_store",

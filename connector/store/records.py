@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from connector.states import State
 
@@ -204,3 +204,13 @@ class StoredTransaction:
     mined_hash: bytes | None
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredWorker:
+    """A worker identity as the store keeps it; the private keys stay sealed."""
+
+    worker_id: str
+    sealed_identity: bytes
+    details: Mapping[str, Any]  # the EEA worker details, JSON-compatible
+    signing_address: str

@@ -55,6 +55,7 @@ from connector.store.records import (
     StoredOrder,
     StoredResult,
     StoredTransaction,
+    StoredWorker,
     as_bytes,
     as_id,
     chain_key,
@@ -614,6 +615,46 @@ class WorkOrderStore:
     async def cancel(self, ref: OrderRef) -> None:
         """Any open state -> CANCELLED: the requester cancelled after its deadline."""
         await self._move_each([ref], State.CANCELLED)
+
+    # -- worker identities ----------------------------------------------------
+
+    async def save_worker(self, worker: StoredWorker) -> None:
+        """Insert or replace a worker identity (its private part sealed)."""
+        upsert = self._insert(m.Worker).values(
+            worker_id=worker.worker_id,
+            sealed_identity=worker.sealed_identity,
+            details=dict(worker.details),
+            signing_address=contract_key(worker.signing_address),
+            updated_at=self._clock(),
+        )
+        upsert = upsert.on_conflict_do_update(
+            index_elements=["worker_id"],
+            set_={
+                name: getattr(upsert.excluded, name)
+                for name in (
+                    "sealed_identity",
+                    "details",
+                    "signing_address",
+                    "updated_at",
+                )
+            },
+        )
+        async with self._transaction() as session:
+            await session.execute(upsert)
+
+    async def get_worker(self, worker_id: str) -> StoredWorker | None:
+        """A stored worker identity, or None."""
+        async with self._transaction() as session:
+            row = await session.get(m.Worker, worker_id)
+            if row is None:
+                return None
+
+        return StoredWorker(
+            worker_id=row.worker_id,
+            sealed_identity=row.sealed_identity,
+            details=row.details,
+            signing_address=row.signing_address,
+        )
 
     # -- statistics -----------------------------------------------------------
 

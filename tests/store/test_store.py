@@ -13,6 +13,7 @@ from connector.store import (
     Settlement,
     State,
     StoredTransaction,
+    StoredWorker,
     WorkOrderStore,
     open_store,
     repository,
@@ -651,3 +652,41 @@ async def test_unreachable_database_is_a_store_error(tmp_path: object) -> None:
         async with open_store(url):
             pass
     assert caught.value.__cause__ is not None
+
+
+async def test_worker_identity_is_saved_and_replaced(store: WorkOrderStore) -> None:
+    """A worker identity round-trips, and saving it again replaces it."""
+    worker = StoredWorker(
+        worker_id="ab" * 32,
+        sealed_identity=b"sealed-v1",
+        details={"workerType": 1, "proofDataType": "simulated"},
+        signing_address="0xAbCdEf0000000000000000000000000000000001",
+    )
+    await store.save_worker(worker)
+    rotated = StoredWorker(
+        worker.worker_id, b"sealed-v2", {"workerType": 1}, worker.signing_address
+    )
+    await store.save_worker(rotated)
+
+    found = await store.get_worker(worker.worker_id)
+    assert found is not None and found.sealed_identity == b"sealed-v2"
+    assert dict(found.details) == {"workerType": 1}
+    assert found.signing_address == worker.signing_address.lower()
+    assert await store.get_worker("missing") is None
+
+
+async def test_stale_claims_are_released_by_age(
+    store: WorkOrderStore, clock: FakeClock
+) -> None:
+    """Claims older than a cut-off (a host that vanished) go back to RECEIVED."""
+    await record(store, 1, 2)
+    await store.claim_next(1, "host-a")
+    clock.advance(600)
+    await store.claim_next(1, "host-b")
+
+    released = await store.release_claims(claimed_before=clock.now)
+
+    assert released.requeued == [ref(1)] and released.exhausted == []
+    assert await state_of(store, 2) is State.CLAIMED
+    with pytest.raises(BugError, match="needs a claimer"):
+        await store.release_claims()
