@@ -48,6 +48,7 @@ class GatewayClient:
     def __init__(
         self, address: str, identity: Identity, channel: str, chaincode: str
     ) -> None:
+        self.address = address
         self.identity = identity
         self.channel = channel
         self.chaincode = chaincode

@@ -19,11 +19,14 @@ from enclave_bridge.errors import ChainError, CryptoError
 from tcbridge_devpeer.chaincode import ChaincodeFailed
 from tcbridge_devpeer.peer import DevPeer, EndorsementFailed, UnknownChannel
 from tcbridge_devpeer.protocol import MalformedMessage
+from tcbridge_devpeer.rpc_status import DETAILS_KEY, encode_status
 
 log = logging.getLogger(__name__)
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: Exception, verb: str) -> None:
+async def _abort(
+    context: grpc.aio.ServicerContext, exc: Exception, verb: str, peer: DevPeer
+) -> None:
     if isinstance(exc, EndorsementFailed):
         # The chaincode's own message, as Fabric's gateway reports it.
         code = grpc.StatusCode.ABORTED if verb == "endorse" else grpc.StatusCode.UNKNOWN
@@ -40,7 +43,11 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, verb: str) -
         code, message = grpc.StatusCode.UNAVAILABLE, str(exc)
     else:
         raise exc
-    await context.abort(code, message)
+    detail = gateway_pb2.ErrorDetail(
+        address=peer.address, msp_id=peer.msp_id, message=message
+    )
+    trailer = ((DETAILS_KEY, encode_status(code, message, [detail])),)
+    await context.abort(code, message, trailing_metadata=trailer)
 
 
 class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
@@ -53,7 +60,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         try:
             result = await self._peer.evaluate(request.proposed_transaction)
         except Exception as exc:
-            await _abort(context, exc, "evaluate")
+            await _abort(context, exc, "evaluate", self._peer)
             raise
         return gateway_pb2.EvaluateResponse(result=result)
 
@@ -63,7 +70,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         try:
             envelope = await self._peer.endorse(request.proposed_transaction)
         except Exception as exc:
-            await _abort(context, exc, "endorse")
+            await _abort(context, exc, "endorse", self._peer)
             raise
         return gateway_pb2.EndorseResponse(prepared_transaction=envelope)
 
@@ -73,7 +80,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
         try:
             await self._peer.submit(request.prepared_transaction)
         except Exception as exc:
-            await _abort(context, exc, "submit")
+            await _abort(context, exc, "submit", self._peer)
             raise
         return gateway_pb2.SubmitResponse()
 
@@ -90,7 +97,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
                     f"this peer serves channel {self._peer.channel} only"
                 )
         except Exception as exc:
-            await _abort(context, exc, "commit status")
+            await _abort(context, exc, "commit status", self._peer)
             raise
         code, block = await self._peer.commit_status(inner.transaction_id)
         return gateway_pb2.CommitStatusResponse(result=code, block_number=block)
@@ -108,7 +115,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):  # type: ignore[misc]
                     f"this peer serves channel {self._peer.channel} only"
                 )
         except Exception as exc:
-            await _abort(context, exc, "chaincode events")
+            await _abort(context, exc, "chaincode events", self._peer)
             raise
         start = self._start_block(inner)
         async for batch in self._peer.chaincode_events(
@@ -135,6 +142,7 @@ async def serve(peer: DevPeer, address: str) -> grpc.aio.Server:
     """Start the Gateway service on ``address`` (127.0.0.1:PORT)."""
     if not address.startswith("127.0.0.1:"):
         raise ValueError("the development peer listens on 127.0.0.1 only")
+    peer.address = address
     server = grpc.aio.server()
     gateway_pb2_grpc.add_GatewayServicer_to_server(GatewayService(peer), server)
     bound = server.add_insecure_port(address)

@@ -103,6 +103,8 @@ class DevPeer:
         self._process: ChaincodeProcess | None = None
         self._session: ChaincodeSession | None = None
         self.msps: MspRegistry | None = None
+        # Where clients reach this peer; set by whoever serves the Gateway.
+        self.address = ""
         self.identity: Identity | None = None
 
     # ---- lifecycle -------------------------------------------------------
@@ -151,6 +153,10 @@ class DevPeer:
     def ledger(self) -> Ledger:
         assert self._ledger is not None, "the peer is not started"
         return self._ledger
+
+    @property
+    def msp_id(self) -> str:
+        return PEER_MSP
 
     @property
     def height(self) -> int:

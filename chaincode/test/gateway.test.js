@@ -100,7 +100,9 @@ test('the official Fabric Gateway client works against the development peer', {s
         await t.test('a chaincode refusal surfaces as an EndorseError with the reason', async () => {
             await assert.rejects(contract.submitTransaction('workerRegister', 'node-worker', '1', 'org', '[]', '', key.pem),
                 (err) => err.name === 'EndorseError' && err.code === grpc.status.ABORTED
-                    && /WorkerAlreadyRegistered/.test(err.message));
+                    && err.details.length === 1 && err.details[0].mspId === 'Org1MSP'
+                    && err.details[0].address === peer.info.gatewayAddress
+                    && /chaincode response 500, WorkerAlreadyRegistered/.test(err.details[0].message));
         });
 
         await t.test('a signature by a key that does not match the certificate is refused', async () => {

@@ -17,6 +17,7 @@ from enclave_bridge.result_signature import FabricDomain, sign_fabric
 from tcbridge_devpeer.client import GatewayClient
 from tcbridge_devpeer.launcher import DevPeerProcess
 from tcbridge_devpeer.msp import Identity
+from tcbridge_devpeer.rpc_status import error_details
 
 from .conftest import WorkerKey
 
@@ -84,6 +85,10 @@ async def test_chaincode_errors_come_back_with_their_message(
 
     assert failure.value.code() == grpc.StatusCode.ABORTED
     assert "UnknownWorker" in str(failure.value.details())
+    (detail,) = error_details(failure.value)
+    assert detail.msp_id == "Org1MSP"
+    assert detail.address == client.address
+    assert "chaincode response 500, UnknownWorker" in detail.message
 
 
 async def test_lookup_pages_through_range_queries_with_bookmarks(
