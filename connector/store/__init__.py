@@ -12,6 +12,22 @@ schema, then hands out a ``WorkOrderStore``::
 URLs: ``sqlite:///path`` (embedded, one host) or
 ``postgresql://user@host/db`` (several hosts); the async drivers
 (aiosqlite, asyncpg) are chosen for you.
+
+Who calls what (every call is one transaction and safe to repeat):
+
+- watcher: ``get_checkpoint``; ``record_events`` (new orders, malformed
+  logs, settlements and the checkpoint together); ``orphan_from_block``
+  on a reorg; ``role_lock(chain, "watcher")``.
+- pool: ``claim_next``; ``save_result``; ``release_claims`` for a dead
+  process (retried once, then the pool signs an error result).
+- submitter: ``ready_results``; ``reserve_nonce`` (allocate + store the
+  raw transaction before broadcasting, optionally marking the orders
+  SUBMITTED); ``record_fee_bump``; ``set_transaction_state``;
+  ``pending_transactions``; ``requeue_submission``;
+  ``role_lock(chain, "submitter")``.
+- operators and metrics: ``counts_by_state``, ``oldest_age``, ``get_order``.
+
+Work-order states and their transitions live in ``connector.states``.
 """
 
 from __future__ import annotations

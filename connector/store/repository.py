@@ -69,8 +69,8 @@ Clock = Callable[[], datetime]
 
 # The stream name the work-order watchers use unless they read several.
 DEFAULT_STREAM = "work_orders"
-# Block hashes a checkpoint remembers; deeper than any reorg that a chain
-# with the confirmations we wait for has shown, so the fork point is found.
+# Block hashes a checkpoint remembers: a watcher can locate a fork point up
+# to this deep, far more than the confirmations it waits for.
 RECENT_BLOCKS_KEPT = 256
 # Bound on the values in one IN (...) list (SQLite caps bound parameters).
 _CHUNK = 500
@@ -267,7 +267,7 @@ class WorkOrderStore:
             moved = await self._move(
                 session,
                 State.ORPHANED,
-                sources_of(State.ORPHANED) - {State.ORPHANED},
+                sources_of(State.ORPHANED),
                 and_(
                     WO.chain_id == chain,
                     WO.contract == where,
