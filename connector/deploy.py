@@ -119,8 +119,10 @@ def deploy_all(
     *,
     max_callback_gas: int = DEFAULT_MAX_CALLBACK_GAS,
     with_consumer: bool = False,
+    with_receipts: bool = False,
 ) -> Deployment:
-    """Deploys the three registries (and the example consumer if asked)."""
+    """Deploys the three registries (and the example consumer and the receipt
+    registry if asked)."""
     contracts: dict[str, str] = {}
     blocks: list[int] = []
 
@@ -135,6 +137,8 @@ def deploy_all(
     work_orders = deploy("WorkOrderRegistry", worker_registry, max_callback_gas)
     if with_consumer:
         deploy("ExampleConsumer", work_orders)
+    if with_receipts:
+        deploy("WorkOrderReceiptRegistry", work_orders, worker_registry)
 
     return Deployment(
         chain_id=int(w3.eth.chain_id), contracts=contracts, block=min(blocks)
@@ -171,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max-callback-gas", type=int, default=DEFAULT_MAX_CALLBACK_GAS
     )
     parser.add_argument("--with-consumer", action="store_true", help="also the example")
+    parser.add_argument(
+        "--with-receipts", action="store_true", help="also WorkOrderReceiptRegistry"
+    )
     args = parser.parse_args(argv)
 
     w3 = Web3(Web3.HTTPProvider(args.rpc))
@@ -179,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_key(args.key_file),
         max_callback_gas=args.max_callback_gas,
         with_consumer=args.with_consumer,
+        with_receipts=args.with_receipts,
     )
     deployment.write(args.out)
     json.dump(deployment.to_json(), sys.stdout)

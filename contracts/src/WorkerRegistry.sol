@@ -154,6 +154,11 @@ contract WorkerRegistry {
         return (worker.signingAddress, worker.status);
     }
 
+    /// @notice The operator account that registered the worker (zero if unknown).
+    function workerOwner(bytes32 workerId) external view returns (address) {
+        return workers[workerId].owner;
+    }
+
     function workerCount() external view returns (uint256) {
         return workerIds.length;
     }

@@ -20,6 +20,7 @@ EXPECTED = {
     "CallbackProbe",
     "ExampleConsumer",
     "ResultSignatureHarness",
+    "WorkOrderReceiptRegistry",
     "WorkOrderRegistry",
     "WorkerRegistry",
     "WorkerRegistryList",

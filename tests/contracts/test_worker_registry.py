@@ -142,6 +142,12 @@ def test_set_status_refuses_other_values(env: Env, status: int) -> None:
         )
 
 
+def test_worker_owner(env: Env) -> None:
+    """workerOwner names the registering operator, or zero for an unknown id."""
+    assert env.workers.functions.workerOwner(WORKER_ID).call() == env.operator
+    assert env.workers.functions.workerOwner(keccak(b"nobody")).call() == ZERO_ADDRESS
+
+
 def test_worker_count(env: Env) -> None:
     """workerCount counts every registration."""
     for i in range(3):
