@@ -6,11 +6,18 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import (
+    IntegrityError,
+    InterfaceError,
+    NoResultFound,
+    OperationalError,
+)
 
 from connector.devdb import PostgresCluster
 from connector.store import open_store
 from connector.store.engine import database_url
-from enclave_bridge.errors import ConfigurationError
+from connector.store.repository import translate_error
+from enclave_bridge.errors import ConfigurationError, StoreError
 
 
 async def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path: Path) -> None:
@@ -54,3 +61,24 @@ async def test_private_cluster_listens_on_loopback_only(
     assert listen == "127.0.0.1"
     assert sockets == str(pg_cluster.socket_dir)
     assert pg_cluster.data_dir.is_relative_to(pg_cluster.socket_dir)
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (IntegrityError("INSERT", {}, Exception("duplicate key")), "conflicts"),
+        (OperationalError("BEGIN", {}, Exception("database is locked")), "reached"),
+        (ConnectionRefusedError(111, "refused"), "reached"),
+        (InterfaceError("SELECT", {}, Exception("closed")), "failed an operation"),
+        (NoResultFound(), "failed an operation"),
+    ],
+    ids=["integrity", "operational", "os", "interface", "other"],
+)
+def test_every_database_error_becomes_a_store_error(
+    error: BaseException, says: str
+) -> None:
+    """Each family of SQLAlchemy and driver errors maps to a StoreError message."""
+    translated = translate_error(error)
+
+    assert isinstance(translated, StoreError)
+    assert says in str(translated)
