@@ -196,14 +196,13 @@ class ChaincodeSession:
 
     async def _read_loop(self) -> None:
         while True:
-            msg = await self._call.read()
+            try:
+                msg = await self._call.read()
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+                self._lost(f"the chaincode stream failed: {exc}")
+                return
             if msg is grpc.aio.EOF:
-                log.error("the chaincode closed its stream")
-                self._gone = "the chaincode closed its stream"
-                for inbox in self._inboxes.values():
-                    inbox.put_nowait(
-                        Msg(type=Msg.ERROR, payload=b"chaincode stream closed")
-                    )
+                self._lost("the chaincode closed its stream")
                 return
             target = self._inboxes.get((msg.channel_id, msg.txid))
             if target is None:
@@ -211,9 +210,20 @@ class ChaincodeSession:
                 continue
             target.put_nowait(msg)
 
+    def _lost(self, reason: str) -> None:
+        """The stream is gone: fail every waiting and every later invocation."""
+        log.error("%s; chaincode invocations will fail", reason)
+        self._gone = reason
+        for inbox in self._inboxes.values():
+            inbox.put_nowait(Msg(type=Msg.ERROR, payload=reason.encode()))
+
     async def _send(self, msg: chaincode_shim_pb2.ChaincodeMessage) -> None:
         async with self._write_lock:
-            await self._call.write(msg)
+            try:
+                await self._call.write(msg)
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as exc:
+                self._gone = self._gone or f"the chaincode stream failed: {exc!r}"
+                raise ChaincodeFailed(self._gone) from exc
 
     async def invoke(
         self,

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import time
 import uuid
 from pathlib import Path
 
+import grpc
 import pytest
 from fabric_protos.common import common_pb2
 from fabric_protos.ledger.rwset import rwset_pb2
@@ -195,3 +199,26 @@ def _with_status_write(prepared: Prepared, worker_id: str, status: int) -> Prepa
     payload.data = tx.SerializeToString()
     envelope = common_pb2.Envelope(payload=payload.SerializeToString())
     return Prepared(prepared.tx_id, envelope, prepared.result)
+
+
+async def test_a_dead_chaincode_fails_calls_at_once(tmp_path: Path) -> None:
+    """When the chaincode server dies, calls fail UNAVAILABLE instead of hanging."""
+    peer = DevPeerProcess.start(tmp_path / "peer")
+    try:
+        os.kill(int(peer.info["chaincodePid"]), signal.SIGKILL)
+        client = GatewayClient(
+            peer.address, peer.identity("user1"), "mychannel", "tcbridge"
+        )
+        try:
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                for _ in range(50):
+                    await client.evaluate("workerLookUp", "0", "", "")
+                    await asyncio.sleep(0.1)
+        finally:
+            await client.close()
+    finally:
+        peer.stop()
+
+    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert time.monotonic() - started < 10
