@@ -193,7 +193,7 @@ def test_one_artifact_runs_on_ganache_7() -> None:
     """The Shanghai artifacts deploy and run on Ganache 7, callback included."""
     with open_ganache() as node:
         w3 = Web3(Web3.HTTPProvider(node.url))
-        deployment = deploy_all(w3, OPERATOR, with_consumer=True)
+        deployment = deploy_all(w3, OPERATOR, with_consumer=True, with_receipts=True)
         chain = Chain(w3, deployment)
         chain.register_worker()
         consumer: Contract = contract_at(w3, "ExampleConsumer", deployment.contracts)
@@ -209,6 +209,7 @@ def test_one_artifact_runs_on_ganache_7() -> None:
         assert logs(receipt, consumer, "ResultReceived")[0]["args"]["orderKey"] == key
 
         assert w3.eth.chain_id == 1337
+        assert "WorkOrderReceiptRegistry" in deployment.contracts
         assert consumer.functions.resultOf(key).call() == [True, 0, RESPONSE]
 
 
