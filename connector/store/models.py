@@ -290,11 +290,15 @@ class WorkloadState(Base):
 
 
 class RequestClaim(Base):
-    """A worker serves one request hash once: the first order to claim it."""
+    """A worker serves one request hash once: the first order to claim it.
+
+    Mirrors ``enclave_bridge.workload_state``'s claim table, whose order key
+    is the pool job's text key, so the pool can move here unchanged.
+    """
 
     __tablename__ = "request_claims"
 
     worker_id: Mapped[str] = mapped_column(String(256), primary_key=True)
     request_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
-    order_key: Mapped[bytes] = mapped_column(LargeBinary)
+    order_key: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -260,7 +260,7 @@ def upgrade() -> None:
         "request_claims",
         sa.Column("worker_id", sa.String(256), nullable=False),
         sa.Column("request_hash", sa.LargeBinary(), nullable=False),
-        sa.Column("order_key", sa.LargeBinary(), nullable=False),
+        sa.Column("order_key", sa.String(256), nullable=False),
         sa.Column("created_at", _utc(), nullable=False),
         sa.PrimaryKeyConstraint(
             "worker_id", "request_hash", name=op.f("pk_request_claims")
