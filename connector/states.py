@@ -15,6 +15,9 @@ The table (DESIGN.md, "The database is the spine")::
     RECEIVED, CLAIMED, RESULT_READY, SUBMITTED -> ORPHANED
     ORPHANED      -> RECEIVED        the result already made is kept
     any open state -> CANCELLED
+
+A MALFORMED log has no order key to file it under, so the store keeps those
+in their own table (``malformed_logs``) instead of as work-order rows.
 """
 
 from __future__ import annotations
