@@ -354,18 +354,8 @@ class ChaincodeSession:
         ]
         response = iterators.open(rows)
         if bookmark is not None:
-            # One page is small enough to travel whole in the first response.
-            response = chaincode_shim_pb2.QueryResponse(
-                results=[
-                    chaincode_shim_pb2.QueryResultBytes(
-                        resultBytes=r.SerializeToString()
-                    )
-                    for r in rows
-                ],
-                has_more=False,
-                id=response.id,
-                metadata=chaincode_shim_pb2.QueryResponseMetadata(
-                    fetched_records_count=len(rows), bookmark=bookmark
-                ).SerializeToString(),
-            )
+            # The shim reads the page's metadata from the first response only.
+            response.metadata = chaincode_shim_pb2.QueryResponseMetadata(
+                fetched_records_count=len(rows), bookmark=bookmark
+            ).SerializeToString()
         return response
