@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // Compiles contracts/src/*.sol with solc-js (Node API, standard JSON) and
 // writes one artifact per contract to contracts/build/<Name>.json.
+// With --check it writes nothing and fails if the committed artifacts differ
+// from a fresh compilation (byte for byte).
 //
 // Each artifact records the sha256 of every source file its compilation read,
 // and one sourceHash over them; tests/contracts recompute it in Python to
@@ -62,8 +64,10 @@ function main() {
     }
   }
 
+  const check = process.argv.includes('--check');
   fs.mkdirSync(BUILD, { recursive: true });
   const written = new Set();
+  const differing = [];
   for (const [sourceName, contracts] of Object.entries(output.contracts)) {
     for (const [name, compiled] of Object.entries(contracts)) {
       if (!deployable.has(`${sourceName}:${name}`)) continue;
@@ -87,12 +91,28 @@ function main() {
         bytecode: `0x${bytecode}`,
         deployedBytecode: `0x${compiled.evm.deployedBytecode.object}`,
       };
-      fs.writeFileSync(path.join(BUILD, `${name}.json`), `${JSON.stringify(artifact, null, 2)}\n`);
+      const file = path.join(BUILD, `${name}.json`);
+      const text = `${JSON.stringify(artifact, null, 2)}\n`;
       written.add(`${name}.json`);
+      if (check) {
+        if (!fs.existsSync(file) || fs.readFileSync(file, 'utf8') !== text) differing.push(name);
+      } else {
+        fs.writeFileSync(file, text);
+      }
     }
   }
   for (const f of fs.readdirSync(BUILD)) {
-    if (f.endsWith('.json') && !written.has(f)) fs.unlinkSync(path.join(BUILD, f));
+    if (!f.endsWith('.json') || written.has(f)) continue;
+    if (check) differing.push(f);
+    else fs.unlinkSync(path.join(BUILD, f));
+  }
+  if (check) {
+    if (differing.length > 0) {
+      process.stderr.write(`out of date: ${differing.join(', ')}: run scripts/build-contracts\n`);
+      process.exit(1);
+    }
+    process.stdout.write('contracts/build matches a fresh compilation\n');
+    return;
   }
   process.stdout.write(`built ${[...written].sort().join(', ')} with solc ${solc.version()}\n`);
 }
