@@ -21,7 +21,16 @@ from typing import Any
 
 from enclave_bridge.errors import ConfigurationError
 
-SECRET_NAMES = {"relayer_key", "private_key", "passphrase", "password", "operator_key"}
+SECRET_NAMES = {
+    "relayer_key",
+    "private_key",
+    "passphrase",
+    "password",
+    "operator_key",
+    "admin_token",
+    "proxy_token",
+    "bridge_token",
+}
 
 
 @dataclass
@@ -89,6 +98,51 @@ class OpsSection:
 
 
 @dataclass
+class ListenerSection:
+    """The EEA direct-model JSON-RPC listener (enclave_bridge.listener)."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:0"
+    # Names this listener in order keys and in its order book.
+    name: str = "tcbridge"
+    # Checked against Content-Length and against the bytes actually read.
+    max_body_bytes: int = 4 * 1024 * 1024
+    # A synchronous WorkOrderSubmit never holds a connection longer than this.
+    max_sync_wait_s: float = 60.0
+    lookup_page_size: int = 100
+    notify_timeout_s: float = 5.0
+    book: str = "var/listener.db"
+    organization_id: str = ""
+    application_type_id: str = ""
+    # Bearer token for WorkerRegister/Update/SetStatus: a file, or
+    # TCBRIDGE_LISTENER_ADMIN_TOKEN; without one those methods are refused.
+    admin_token_file: str = ""
+    # Bearer token for the proxy-model extension (tcbridgeTarget): a file, or
+    # TCBRIDGE_LISTENER_PROXY_TOKEN; without one the extension is refused.
+    proxy_token_file: str = ""
+
+
+@dataclass
+class ChainlinkSection:
+    """The Chainlink external adapter (connector.chainlink)."""
+
+    enabled: bool = False
+    # Mounted on the ops server under this path.
+    path: str = "/chainlink"
+    max_body_bytes: int = 1024 * 1024
+    # Worker used when a job names none.
+    default_worker_id: str = ""
+    # Work orders still running after this long are answered "pending" and
+    # delivered later by PATCH to the job's responseURL.
+    pending_after_s: float = 2.0
+    callback_timeout_s: float = 10.0
+    execution_timeout_s: float = 30.0
+    # The token the Chainlink node's bridge sends: a file, or
+    # TCBRIDGE_CHAINLINK_BRIDGE_TOKEN; without one every call is refused.
+    bridge_token_file: str = ""
+
+
+@dataclass
 class Config:
     bridge: BridgeSection = field(default_factory=BridgeSection)
     ethereum: EthereumSection = field(default_factory=EthereumSection)
@@ -96,6 +150,8 @@ class Config:
     limits: LimitsSection = field(default_factory=LimitsSection)
     guards: GuardsSection = field(default_factory=GuardsSection)
     ops: OpsSection = field(default_factory=OpsSection)
+    listener: ListenerSection = field(default_factory=ListenerSection)
+    chainlink: ChainlinkSection = field(default_factory=ChainlinkSection)
     source: Path | None = None
 
     def path(self, value: str) -> Path:
