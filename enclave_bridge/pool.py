@@ -195,7 +195,7 @@ class EnclavePool:
         registry: str = DEFAULT_REGISTRY,
         policy: ProcessorPolicy | None = None,
         attester: Attester | None = None,
-        clock: Any = time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not identities:
             raise ConfigurationError(
@@ -225,6 +225,8 @@ class EnclavePool:
         self._started = False
         self._broken: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Tasks waiting for dead processes to be reaped; close() awaits them.
+        self._reapers: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -269,6 +271,7 @@ class EnclavePool:
             self._forget(
                 process, PoolError("the enclave pool closed while this order ran")
             )
+        await asyncio.gather(*self._reapers)
         log.info("enclave pool closed")
 
     async def _stop(self, process: _Process, deadline: float) -> None:
@@ -426,6 +429,8 @@ class EnclavePool:
         # Whatever closed the pipe, the process must not linger (by PID).
         _kill(process.pid)
         process.reaper = asyncio.ensure_future(_reap(process))
+        self._reapers.add(process.reaper)
+        process.reaper.add_done_callback(self._reapers.discard)
         if self._closing:
             return
         if not process.retired:
