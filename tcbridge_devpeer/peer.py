@@ -38,9 +38,10 @@ from fabric_protos.peer import transaction_pb2 as tx_pb2
 from enclave_bridge.errors import ChainError, CryptoError
 from tcbridge_devpeer import protocol
 from tcbridge_devpeer.chaincode import ChaincodeProcess, ChaincodeSession, Invocation
-from tcbridge_devpeer.ledger import Ledger, Version, Write
+from tcbridge_devpeer.ledger import Ledger, Write
 from tcbridge_devpeer.msp import Identity, MspRegistry, generate_msp, msp_identity
 from tcbridge_devpeer.simulator import TxSimulator
+from tcbridge_devpeer.validation import BlockState, check_reads
 
 log = logging.getLogger(__name__)
 
@@ -259,17 +260,17 @@ class DevPeer:
     async def _commit_block(self, batch: list[protocol.SubmittedTransaction]) -> None:
         ledger = self.ledger
         number = ledger.height()
-        overlay: dict[str, tuple[bytes | None, Version]] = {}
+        state = BlockState(ledger)
         seen: set[str] = set()
         codes: list[int] = []
         writes: list[Write] = []
         for tx_num, tx in enumerate(batch):
-            code = self._validate(tx, seen, overlay)
+            code = self._validate(tx, seen, state)
             seen.add(tx.tx_id)
             codes.append(code)
             if code == Code.VALID:
                 for ns, key, value in _writes_of(tx):
-                    overlay[key] = (value, (number, tx_num))
+                    state.apply(ns, key, value, (number, tx_num))
                     writes.append(Write(ns, key, value, (number, tx_num)))
             log.debug("tx %s in block %d: %s", tx.tx_id, number, Code.Name(code))
         block = protocol.make_block(
@@ -289,7 +290,7 @@ class DevPeer:
         self,
         tx: protocol.SubmittedTransaction,
         seen: set[str],
-        overlay: dict[str, tuple[bytes | None, Version]],
+        state: BlockState,
     ) -> int:
         if tx.tx_id in seen or self.ledger.tx_status(tx.tx_id) is not None:
             return int(Code.DUPLICATE_TXID)
@@ -303,16 +304,9 @@ class DevPeer:
             if ns_rwset.namespace != self.chaincode:
                 return int(Code.ILLEGAL_WRITESET)
             kv = kv_rwset_pb2.KVRWSet.FromString(ns_rwset.rwset)
-            for read in kv.reads:
-                if self._version(
-                    ns_rwset.namespace, read.key, overlay
-                ) != _read_version(read):
-                    return int(Code.MVCC_READ_CONFLICT)
-            for scan in kv.range_queries_info:
-                now = self._range_now(ns_rwset.namespace, scan, overlay)
-                then = [(r.key, _read_version(r)) for r in scan.raw_reads.kv_reads]
-                if now != then:
-                    return int(Code.PHANTOM_READ_CONFLICT)
+            code = check_reads(ns_rwset.namespace, kv, state)
+            if code != Code.VALID:
+                return code
         return int(Code.VALID)
 
     def _endorsed_here(self, tx: protocol.SubmittedTransaction) -> bool:
@@ -331,36 +325,6 @@ class DevPeer:
                 return False
             return True
         return False
-
-    def _version(
-        self, ns: str, key: str, overlay: dict[str, tuple[bytes | None, Version]]
-    ) -> Version | None:
-        if key in overlay:
-            value, version = overlay[key]
-            return None if value is None else version
-        entry = self.ledger.get(ns, key)
-        return entry.version if entry else None
-
-    def _range_now(
-        self,
-        ns: str,
-        scan: kv_rwset_pb2.RangeQueryInfo,
-        overlay: dict[str, tuple[bytes | None, Version]],
-    ) -> list[tuple[str, Version | None]]:
-        current = {
-            e.key: e.version
-            for e in self.ledger.range(ns, scan.start_key, scan.end_key)
-        }
-        for key, (value, version) in overlay.items():
-            inside = key >= scan.start_key and (not scan.end_key or key < scan.end_key)
-            if not inside:
-                continue
-            if value is None:
-                current.pop(key, None)
-            else:
-                current[key] = version
-        ordered = sorted(current.items(), key=lambda item: item[0].encode())
-        return [(k, v) for k, v in ordered]
 
     # ---- commit status and events -----------------------------------------
 
@@ -389,12 +353,6 @@ class DevPeer:
             if events:
                 yield ChaincodeEvents(number, events)
             number += 1
-
-
-def _read_version(read: kv_rwset_pb2.KVRead) -> Version | None:
-    if not read.HasField("version"):
-        return None
-    return (read.version.block_num, read.version.tx_num)
 
 
 def _writes_of(

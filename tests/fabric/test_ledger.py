@@ -12,6 +12,7 @@ from fabric_protos.ledger.rwset.kvrwset import kv_rwset_pb2
 from tcbridge_devpeer.ledger import Ledger, Write
 from tcbridge_devpeer.protocol import make_block
 from tcbridge_devpeer.simulator import SimulationError, TxSimulator
+from tcbridge_devpeer.validation import BlockState, Code, check_reads
 
 
 @pytest.fixture
@@ -103,3 +104,38 @@ def test_a_commit_is_atomic_and_survives_reopening(
         )
     assert reopened.get("cc", "q") is None
     reopened.close()
+
+
+def test_block_state_detects_mvcc_and_phantom_conflicts(ledger: Ledger) -> None:
+    """Reads and scans validate against the ledger plus earlier writes in the block."""
+    sim = TxSimulator(ledger, "cc")
+    sim.get("a")
+    sim.range("b", "d")
+    kv = kv_of(sim)
+
+    untouched = BlockState(ledger)
+    untouched.apply("cc", "z", b"outside the scan", (2, 0))
+    untouched.apply("other", "bb", b"another namespace", (2, 0))
+    rewritten = BlockState(ledger)
+    rewritten.apply("cc", "a", b"changed", (2, 0))
+    inserted = BlockState(ledger)
+    inserted.apply("cc", "bb", b"phantom", (2, 0))
+    deleted = BlockState(ledger)
+    deleted.apply("cc", "c", None, (2, 0))
+
+    assert check_reads("cc", kv, untouched) == Code.VALID
+    assert check_reads("cc", kv, rewritten) == Code.MVCC_READ_CONFLICT
+    assert check_reads("cc", kv, inserted) == Code.PHANTOM_READ_CONFLICT
+    assert check_reads("cc", kv, deleted) == Code.PHANTOM_READ_CONFLICT
+
+
+def test_a_key_read_as_absent_conflicts_once_created(ledger: Ledger) -> None:
+    """Reading a missing key records no version; creating it before commit conflicts."""
+    sim = TxSimulator(ledger, "cc")
+    sim.get("new")
+    kv = kv_of(sim)
+    state = BlockState(ledger)
+
+    assert check_reads("cc", kv, state) == Code.VALID
+    state.apply("cc", "new", b"1", (2, 0))
+    assert check_reads("cc", kv, state) == Code.MVCC_READ_CONFLICT
