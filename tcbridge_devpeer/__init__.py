@@ -7,8 +7,11 @@ in SQLite, validates read sets (MVCC) at commit, and serves the Fabric
 Gateway gRPC service on 127.0.0.1 so that real Gateway clients work.
 
 Modules: ``msp`` (test CA and identities), ``ledger`` (state and blocks),
-``simulator`` (read/write sets), ``chaincode`` (the Connect stream),
-``protocol`` (Fabric messages), ``peer`` (endorse, order, validate,
-commit, events), ``gateway`` (the gRPC service), ``client`` (a minimal
-Python Gateway client), ``__main__`` (``python -m tcbridge_devpeer``).
+``simulator`` (read/write sets), ``validation`` (MVCC and phantom checks),
+``chaincode`` (the Connect stream), ``protocol`` (Fabric messages),
+``peer`` (endorse, order, validate, commit, events), ``gateway`` (the gRPC
+service), ``rpc_status`` (error details), ``client`` (a minimal Python
+Gateway client), ``launcher`` (run it as a child process in tests),
+``__main__`` (``python -m tcbridge_devpeer``). Documented in
+``chaincode/README.md``.
 """
