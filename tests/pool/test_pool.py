@@ -215,3 +215,26 @@ def _zombie(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return "State:\tZ" in status
+
+
+PATIENT = "Data: 25 10 1 67 102 125 1 95 5 10 1 11 36 1"
+AGGREGATE = "Heart disease aggregate data: "
+
+
+async def test_stateful_orders_and_their_retries_count_once(
+    pool: EnclavePool, make_order: OrderMaker, vector_details: WorkerDetails
+) -> None:
+    """Eight heart-disease orders, each submitted twice at once, are counted eight times."""
+    evaluations = [make_order("heart-disease-eval", PATIENT)[0] for _ in range(8)]
+
+    results = await asyncio.gather(
+        *(pool.submit(job) for job in evaluations for _ in range(2))
+    )
+    query, sent = make_order("heart-disease-eval", AGGREGATE)
+    answer = await pool.submit(query)
+
+    assert all(result.status == 0 for result in results)
+    assert sum(result.executed for result in results) == 8
+    verdict = verify_response(sent, answer.response, vector_details)
+    assert verdict.accepted, verdict.reason
+    assert verdict.outputs[0].data == b"Heart disease risk is 47% for 8 people"

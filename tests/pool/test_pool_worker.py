@@ -1,0 +1,61 @@
+"""A pool process on its own: the lifeline watchdog and the result wire format."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from enclave_bridge import _pool_worker as wire
+
+
+def test_process_exits_when_the_lifeline_closes() -> None:
+    """Closing the parent's end of the lifeline ends a pool process, even one mid-wait."""
+    cmd_r, cmd_w = os.pipe()
+    res_r, res_w = os.pipe()
+    life_r, life_w = os.pipe()
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "enclave_bridge._pool_worker",
+            str(cmd_r),
+            str(res_w),
+            str(life_r),
+            str(os.getpid()),
+        ],
+        pass_fds=(cmd_r, res_w, life_r),
+    )
+    for fd in (cmd_r, res_w, life_r):
+        os.close(fd)
+    try:
+        time.sleep(0.3)
+        assert child.poll() is None
+
+        # The command pipe stays open: only the lifeline says the parent is gone.
+        os.close(life_w)
+
+        assert child.wait(10) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+        for fd in (cmd_w, res_r):
+            os.close(fd)
+
+
+def test_done_frames_round_trip() -> None:
+    """Result frames decode to what was encoded, absent fields included."""
+    full = wire.encode_done(7, 0, b'{"result":{}}', b"h" * 32, b"s" * 65, True)
+    bare = wire.encode_done(8, 2, b'{"error":{}}', None, None, False)
+
+    assert wire.decode_done(full) == (
+        7,
+        0,
+        b'{"result":{}}',
+        b"h" * 32,
+        b"s" * 65,
+        True,
+    )
+    assert wire.decode_done(bare) == (8, 2, b'{"error":{}}', None, None, False)
