@@ -95,7 +95,6 @@ class DevPeer:
         self._batch_timeout = batch_timeout
         self._batch_size = batch_size
         self._pending: list[protocol.SubmittedTransaction] = []
-        self._pending_ids: set[str] = set()
         self._has_pending = asyncio.Event()
         self._committed = asyncio.Condition()
         self._cutter: asyncio.Task[None] | None = None
@@ -234,7 +233,6 @@ class DevPeer:
             raise UnknownChannel(f"this peer serves channel {self.channel} only")
         self.check_signed(submitted.creator, envelope.payload, envelope.signature)
         self._pending.append(submitted)
-        self._pending_ids.add(submitted.tx_id)
         self._has_pending.set()
         return submitted.tx_id
 
@@ -255,7 +253,6 @@ class DevPeer:
             if not self._pending:
                 self._has_pending.clear()
             await self._commit_block(batch)
-            self._pending_ids.difference_update(tx.tx_id for tx in batch)
 
     async def _commit_block(self, batch: list[protocol.SubmittedTransaction]) -> None:
         ledger = self.ledger
