@@ -16,7 +16,7 @@ from eth_utils import keccak
 from web3 import Web3
 from web3.contract import Contract
 
-from connector.deploy import Deployment, deploy_all, send_transaction
+from connector.deploy import Deployment, deploy_all, deploy_contract, send_transaction
 from connector.devnet import (
     DEV_PRIVATE_KEYS,
     PROJECT_ROOT,
@@ -164,6 +164,27 @@ def test_gas_of_a_1kib_work_order_stays_under_target(anvil_chain: Chain) -> None
 
     total = submitted["gasUsed"] + completed["gasUsed"]
     assert total <= TARGET_RATIO * AVALON_GAS_PER_1KIB_ORDER
+
+
+@pytest.mark.anvil
+def test_estimated_gas_delivers_the_whole_callback_on_anvil(anvil_chain: Chain) -> None:
+    """anvil's eth_estimateGas for a completion yields a limit at which the callback gets all its gas."""
+    w3 = anvil_chain.w3
+    address, _ = deploy_contract(
+        w3, REQUESTER, "CallbackProbe", anvil_chain.orders.address
+    )
+    probe = contract_at(w3, "CallbackProbe", address)
+    work_order_id = keccak(b"anvil callback order")
+    submit = probe.functions.submit(
+        work_order_id, WORKER_ID, REQUEST, FAR_DEADLINE, 300_000
+    )
+    anvil_chain.send(REQUESTER, submit)
+    key = order_key(probe.address, work_order_id)
+
+    anvil_chain.send(RELAYER, anvil_chain.completion(key, anvil_chain.signature(key)))
+
+    assert probe.functions.calls().call() == 1
+    assert probe.functions.gasAtEntry().call() >= 300_000 - 1_000
 
 
 @pytest.mark.anvil
