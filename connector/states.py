@@ -71,22 +71,15 @@ FINAL: frozenset[State] = frozenset(
     }
 )
 
+_SETTLED = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
+
 TRANSITIONS: dict[State, frozenset[State]] = {
-    State.RECEIVED: frozenset({State.CLAIMED, State.ORPHANED, State.CANCELLED}),
-    State.CLAIMED: frozenset(
-        {State.RESULT_READY, State.RECEIVED, State.ORPHANED, State.CANCELLED}
-    ),
-    State.RESULT_READY: frozenset({State.SUBMITTED, State.ORPHANED, State.CANCELLED}),
-    State.SUBMITTED: frozenset(
-        {
-            State.COMPLETED,
-            State.FAILED,
-            State.RESULT_READY,
-            State.ORPHANED,
-            State.CANCELLED,
-        }
-    ),
-    State.ORPHANED: frozenset({State.RECEIVED, State.CANCELLED}),
+    State.RECEIVED: frozenset({State.CLAIMED, State.ORPHANED}) | _SETTLED,
+    State.CLAIMED: frozenset({State.RESULT_READY, State.RECEIVED, State.ORPHANED})
+    | _SETTLED,
+    State.RESULT_READY: frozenset({State.SUBMITTED, State.ORPHANED}) | _SETTLED,
+    State.SUBMITTED: frozenset({State.RESULT_READY, State.ORPHANED}) | _SETTLED,
+    State.ORPHANED: frozenset({State.RECEIVED}) | _SETTLED,
     State.SKIPPED: frozenset(),
     State.MALFORMED: frozenset(),
     State.COMPLETED: frozenset(),

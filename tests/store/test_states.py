@@ -30,6 +30,17 @@ EXPECTED: set[tuple[str | None, str]] = {
     ("RESULT_READY", "CANCELLED"),
     ("SUBMITTED", "CANCELLED"),
     ("ORPHANED", "CANCELLED"),
+    # A completion confirmed on-chain closes the order whatever its local
+    # state: sent by an earlier run, re-mined after a reorg, or by another
+    # relayer. Otherwise such an order would sit open forever.
+    ("RECEIVED", "COMPLETED"),
+    ("CLAIMED", "COMPLETED"),
+    ("RESULT_READY", "COMPLETED"),
+    ("ORPHANED", "COMPLETED"),
+    ("RECEIVED", "FAILED"),
+    ("CLAIMED", "FAILED"),
+    ("RESULT_READY", "FAILED"),
+    ("ORPHANED", "FAILED"),
 }
 ALL_NAMES = [
     "RECEIVED",

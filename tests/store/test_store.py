@@ -205,13 +205,13 @@ ALLOWED = [
 FORBIDDEN = [
     (State.RECEIVED, "save"),
     (State.RECEIVED, "submit"),
-    (State.RECEIVED, "complete"),
+    (State.FAILED, "complete"),
     (State.CLAIMED, "submit"),
-    (State.CLAIMED, "fail"),
-    (State.RESULT_READY, "complete"),
+    (State.CANCELLED, "fail"),
+    (State.SKIPPED, "complete"),
     (State.CLAIMED, "requeue"),
     (State.ORPHANED, "submit"),
-    (State.ORPHANED, "complete"),
+    (State.COMPLETED, "fail"),
     (State.COMPLETED, "cancel"),
     (State.COMPLETED, "requeue"),
     (State.FAILED, "submit"),
@@ -362,10 +362,10 @@ async def test_settlements_close_orders_with_the_checkpoint(
     assert skipped.error_message is not None and "reason 4" in skipped.error_message
 
 
-async def test_settlement_the_table_forbids_is_left_alone(
+async def test_completion_confirmed_on_chain_closes_an_order_in_any_open_state(
     store: WorkOrderStore,
 ) -> None:
-    """A completion seen for an order not yet submitted here neither moves nor stalls."""
+    """A completion sent by an earlier run or another relayer closes a RECEIVED order."""
     await record(store, 1)
 
     outcome = await store.record_events(
@@ -376,8 +376,27 @@ async def test_settlement_the_table_forbids_is_left_alone(
         settlements=[Settlement(ref(1).order_key, "completed", 30)],
     )
 
+    assert outcome.settled == 1
+    assert await state_of(store, 1) is State.COMPLETED
+
+
+async def test_settlement_the_table_forbids_is_left_alone(
+    store: WorkOrderStore,
+) -> None:
+    """A completion seen for a cancelled order neither moves it nor stalls the checkpoint."""
+    await record(store, 1)
+    await store.cancel(ref(1))
+
+    outcome = await store.record_events(
+        CHAIN,
+        REGISTRY,
+        [],
+        checkpoint_block=30,
+        settlements=[Settlement(ref(1).order_key, "completed", 30)],
+    )
+
     assert outcome.settled == 0
-    assert await state_of(store, 1) is State.RECEIVED
+    assert await state_of(store, 1) is State.CANCELLED
     point = await store.get_checkpoint(CHAIN, REGISTRY)
     assert point is not None and point.block_number == 30
 
