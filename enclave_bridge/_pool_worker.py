@@ -15,7 +15,7 @@ Dying with the parent, whatever killed it:
    exits at once even if a work order is running.
 
 Wire format, both ways: a 4-byte big-endian length, then the message. The
-parent's messages are pickles (they may carry the policy and targets); ours
+parent's messages are pickles (the first carries the processor policy); ours
 are a fixed binary layout for results and, for start-up messages, pickles
 of built-in types, which the parent unpickles refusing every global.
 """
@@ -50,6 +50,7 @@ from enclave_bridge.processor import (
     encode_response,
     result_signature,
 )
+from enclave_bridge.result_signature import EthereumDomain, FabricDomain
 from enclave_bridge.workload import WorkloadRegistry
 from enclave_bridge.workload_state import (
     Execution,
@@ -154,6 +155,37 @@ def decode_done(
     at += 0 if n_hash == _ABSENT else n_hash
     signature = None if n_sig == _ABSENT else body[at : at + n_sig]
     return job_id, status, response, request_hash, signature, bool(executed)
+
+
+def target_to_wire(target: Target) -> tuple[Any, ...] | None:
+    """A target as a tuple of built-in types: a tenth of a dataclass's pickling cost."""
+    if target is None:
+        return None
+    if isinstance(target, EthereumTarget):
+        domain = target.domain
+        return (
+            "ethereum",
+            domain.chain_id,
+            domain.verifying_contract,
+            target.order_key,
+            target.request_hash,
+        )
+    return (
+        "fabric",
+        target.domain.channel,
+        target.domain.chaincode,
+        target.work_order_id,
+        target.request_hash,
+    )
+
+
+def target_from_wire(wire: tuple[Any, ...] | None) -> Target:
+    if wire is None:
+        return None
+    kind, first, second, third, request_hash = wire
+    if kind == "ethereum":
+        return EthereumTarget(EthereumDomain(first, second), third, request_hash)
+    return FabricTarget(FabricDomain(first, second), third, request_hash)
 
 
 def encode_pickled(message: tuple[Any, ...]) -> bytes:
@@ -355,10 +387,14 @@ def serve(cmd_fd: int, result_fd: int) -> None:
             return
         kind, job_id = message[0], message[1]
         if kind == "run":
-            answer = server.run(message[2], message[3], message[4])
+            answer = server.run(message[2], message[3], target_from_wire(message[4]))
         elif kind == "fail":
             answer = server.fail(
-                message[2], message[3], message[4], message[5], message[6]
+                message[2],
+                message[3],
+                target_from_wire(message[4]),
+                message[5],
+                message[6],
             )
         else:
             raise ValueError(f"unknown message kind {kind!r}")

@@ -558,7 +558,7 @@ class EnclavePool:
                     pending.job_id,
                     job.order_key,
                     job.request,
-                    job.target,
+                    wire.target_to_wire(job.target),
                 )
             else:
                 message = (
@@ -566,7 +566,7 @@ class EnclavePool:
                     pending.job_id,
                     job.order_key,
                     job.request,
-                    job.target,
+                    wire.target_to_wire(job.target),
                     int(EeaError.UNKNOWN_ERROR),
                     pending.failure_message,
                 )
