@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ def keys() -> WorkerKeys:
     return vectors.worker_keys()
 
 
-def _simulated_details(keys: WorkerKeys) -> dict:
+def _simulated_details(keys: WorkerKeys) -> dict[str, Any]:
     return worker_details(keys, SimulatedAttester().evidence_for(keys))
 
 

@@ -124,7 +124,7 @@ def test_price_median_odd_and_even() -> None:
     ],
 )
 def test_price_median_refuses_bad_observations(
-    observations: list, message: str
+    observations: list[Any], message: str
 ) -> None:
     """Malformed or stuffed observations fail with a WorkloadFailed that says why."""
     with pytest.raises(WorkloadFailed, match=message):

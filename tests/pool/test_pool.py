@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from enclave_bridge.eea import EeaError
 from enclave_bridge.errors import ConfigurationError, PoolError
 from enclave_bridge.identity import SealedIdentity
+from enclave_bridge.keys import WorkerKeys
 from enclave_bridge.pool import EnclavePool, PoolJob, open_pool
 from enclave_bridge.processor import EthereumTarget
 from enclave_bridge.requester import WorkerDetails, verify_response
@@ -168,7 +169,9 @@ async def test_stats_snapshot(pool: EnclavePool, make_order: OrderMaker) -> None
     assert idle.oldest_queued_age == 0.0
 
 
-async def test_worker_records_are_public_only(pool: EnclavePool, vector_keys) -> None:
+async def test_worker_records_are_public_only(
+    pool: EnclavePool, vector_keys: WorkerKeys
+) -> None:
     """The parent learns public details and the signing address, never a private key."""
     records = pool.worker_records()
     record = records[vector_keys.worker_id]
