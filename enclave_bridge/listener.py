@@ -1,0 +1,951 @@
+"""The EEA direct model: a JSON-RPC listener in front of the enclave pool.
+
+Requesters POST EEA v1.1 JSON-RPC calls to the listener's root path, as
+Avalon's listener served them: worker registry calls (``WorkerLookUp``,
+``WorkerLookUpNext``, ``WorkerRetrieve``, and the administrative
+``WorkerRegister``, ``WorkerUpdate``, ``WorkerSetStatus``), work orders
+(``WorkOrderSubmit``, ``WorkOrderGetResult``), ``EncryptionKeyGet``, and
+the receipt calls (see :mod:`enclave_bridge.listener_receipts`).
+
+Answers, always HTTP 200 with a JSON-RPC body:
+
+* A refused call gets ``error: {code, message, data: {workOrderId}}`` with
+  the EEA code (2 invalid parameter, 3 access denied, 4 invalid
+  signature, ...) and the standard JSON-RPC code in ``data.jsonrpcCode``.
+  Nothing the requester sends produces a 500 or a stack trace.
+* ``WorkOrderSubmit`` waits for the result up to ``responseTimeoutMSecs``
+  (capped by ``max_sync_wait_s``); with 0, or when the wait runs out, it
+  answers error code 6 (*scheduled*) and the requester polls
+  ``WorkOrderGetResult``, which answers 5 (*pending*) until the signed
+  result or error result exists. A second order with a known
+  ``workOrderId`` is refused.
+* Generic answers of the registry and receipt calls are EEA's: an
+  ``error`` object with code 0 on success (as Avalon's listener answered).
+
+``EncryptionKeyGet`` answers the worker's key with a real signature by the
+worker's signing key: upper-case hex DER ECDSA secp256k1 (low S) over
+SHA-256 of the ``encryptionKey`` PEM text exactly as returned (trailing
+newline included) — the same bytes as ``encryptionKeySignature`` in the
+worker's details, made inside the pool process that holds the key. The
+listener holds no private key, so it cannot sign per-request nonces:
+``encryptionKeyNonce`` is empty and ``tag`` is echoed unsigned.
+
+Proxy-model extension (tcbridge listeners only, bearer token required):
+``WorkOrderSubmit`` with ``tcbridgeRequest`` (base64 of the exact request
+bytes the chain holds), ``tcbridgeTarget`` (the EIP-712 or Fabric target),
+``tcbridgeOrderKey`` and optional ``tcbridgeMaxSeconds``. The listener
+checks that the target's ``requestHash`` is the keccak-256 (Ethereum) or
+SHA-256 (Fabric) of those bytes, runs the order keyed by the bridge's order
+key, and adds ``tcbridge: {responseBytes, resultSignature, requestHash,
+status}`` to the answer, so :class:`enclave_bridge.remote_pool.RemotePool`
+hands the bridge the exact bytes the signature covers.
+``TcbridgeInfo`` tells such a client it talks to a tcbridge listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import web
+from eth_utils.crypto import keccak
+
+from enclave_bridge import crypto
+from enclave_bridge.eea import EeaError, Limits, WorkOrderStatus, parse_request
+from enclave_bridge.errors import (
+    ConfigurationError,
+    CryptoError,
+    PoolError,
+    WorkOrderError,
+)
+from enclave_bridge.identity import verify_encryption_key_signature
+from enclave_bridge.listener_book import OrderBook, OrderRow
+from enclave_bridge.listener_receipts import (
+    receipt_create_digest,
+    receipt_update_digest,
+)
+from enclave_bridge.listener_schema import (
+    INTERNAL_ERROR,
+    METHOD_NOT_FOUND,
+    SCHEMAS,
+    RpcCall,
+    RpcFailure,
+    check_params,
+    invalid_params,
+    parse_envelope,
+    peek_rpc_id,
+    url_allowed,
+)
+from enclave_bridge.pool import PoolJob, PoolResult, Target, WorkerPublicRecord
+from enclave_bridge.processor import EthereumTarget, FabricTarget
+from enclave_bridge.result_signature import EthereumDomain, FabricDomain
+
+log = logging.getLogger(__name__)
+
+# EEA worker status values.
+WORKER_ACTIVE = 1
+WORKER_STATUSES = (1, 2, 3, 4)  # active, offline, decommissioned, compromised
+# EEA worker type of the pool's workers: a TEE (simulated attestation says so
+# in the details' proofDataType).
+TEE_WORKER_TYPE = 1
+# EEA's "last update" index for WorkOrderReceiptUpdateRetrieve.
+LAST_UPDATE = 0xFFFFFFFF
+# Bound on what a notifyUri answer may make us read.
+NOTIFY_READ_BYTES = 64 * 1024
+PROXY_FIELDS = ("tcbridgeRequest", "tcbridgeTarget", "tcbridgeOrderKey")
+EXTENSION_VERSION = 1
+
+
+class WorkOrderBackend(Protocol):
+    """What the listener needs from a pool: local (EnclavePool) or remote."""
+
+    async def submit(self, job: PoolJob) -> PoolResult: ...
+
+    def worker_records(self) -> Mapping[str, WorkerPublicRecord]: ...
+
+
+@dataclass(frozen=True)
+class ListenerSettings:
+    """How one listener behaves; :meth:`from_config` reads ``[listener]``."""
+
+    name: str = "tcbridge"
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_sync_wait_s: float = 60.0
+    # Execution cap per order when the request names no responseTimeoutMSecs.
+    default_max_seconds: float = 30.0
+    lookup_page_size: int = 100
+    notify_timeout_s: float = 5.0
+    url_allowlist: tuple[str, ...] = ()
+    organization_id: str = ""
+    application_type_id: str = ""
+    admin_token: str | None = field(default=None, repr=False)
+    proxy_token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_config(cls, config: Any, env: Mapping[str, str] | None = None) -> ListenerSettings:
+        from connector.config import read_secret
+
+        def secret(what: str, file_setting: str, env_name: str) -> str | None:
+            try:
+                return read_secret(what, file_setting, env_name, config, env)
+            except ConfigurationError:
+                if file_setting:
+                    raise
+                return None
+
+        section = config.listener
+        return cls(
+            name=section.name,
+            max_body_bytes=section.max_body_bytes,
+            max_sync_wait_s=section.max_sync_wait_s,
+            default_max_seconds=config.pool.execution_timeout_s,
+            lookup_page_size=section.lookup_page_size,
+            notify_timeout_s=section.notify_timeout_s,
+            url_allowlist=tuple(config.guards.url_allowlist),
+            organization_id=section.organization_id,
+            application_type_id=section.application_type_id,
+            admin_token=secret(
+                "listener admin token",
+                section.admin_token_file,
+                "TCBRIDGE_LISTENER_ADMIN_TOKEN",
+            ),
+            proxy_token=secret(
+                "listener proxy token",
+                section.proxy_token_file,
+                "TCBRIDGE_LISTENER_PROXY_TOKEN",
+            ),
+        )
+
+
+@dataclass
+class ListenerStats:
+    """A cheap snapshot for health checks and metrics."""
+
+    requests: int = 0
+    refused: int = 0
+    orders_submitted: int = 0
+    orders_running: int = 0
+    notifications_sent: int = 0
+    notifications_blocked: int = 0
+
+
+Handler = Callable[[RpcCall, web.Request], Awaitable[dict[str, Any]]]
+
+
+class EeaListener:
+    """See the module docstring. Serve it with :func:`serve_listener`."""
+
+    def __init__(
+        self,
+        backend: WorkOrderBackend,
+        book: OrderBook,
+        settings: ListenerSettings = ListenerSettings(),
+    ) -> None:
+        self.backend = backend
+        self.book = book
+        self.settings = settings
+        self.stats = ListenerStats()
+        self._limits = Limits(max_request_bytes=settings.max_body_bytes)
+        # Running orders by book key; each task finishes its order in the book.
+        self._running: dict[str, asyncio.Task[PoolResult]] = {}
+        self._http: aiohttp.ClientSession | None = None
+        self._notifications: set[asyncio.Task[None]] = set()
+        self._methods: dict[str, Handler] = {
+            "WorkerLookUp": self._worker_lookup,
+            "WorkerLookUpNext": self._worker_lookup,
+            "WorkerRetrieve": self._worker_retrieve,
+            "WorkerRegister": self._worker_register,
+            "WorkerUpdate": self._worker_update,
+            "WorkerSetStatus": self._worker_set_status,
+            "WorkOrderSubmit": self._work_order_submit,
+            "WorkOrderGetResult": self._work_order_get_result,
+            "EncryptionKeyGet": self._encryption_key_get,
+            "WorkOrderReceiptCreate": self._receipt_create,
+            "WorkOrderReceiptUpdate": self._receipt_update,
+            "WorkOrderReceiptRetrieve": self._receipt_retrieve,
+            "WorkOrderReceiptUpdateRetrieve": self._receipt_update_retrieve,
+            "WorkOrderReceiptLookUp": self._receipt_lookup,
+            "WorkOrderReceiptLookUpNext": self._receipt_lookup,
+            "TcbridgeInfo": self._info,
+        }
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Publish the pool's workers and hand unfinished orders to the pool again."""
+        self._http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.settings.notify_timeout_s)
+        )
+        for worker_id, record in self.backend.worker_records().items():
+            stored = self.book.worker(worker_id)
+            self.book.put_worker(
+                worker_id,
+                {
+                    "workerType": TEE_WORKER_TYPE,
+                    "organizationId": self.settings.organization_id,
+                    "applicationTypeId": [self.settings.application_type_id]
+                    if self.settings.application_type_id
+                    else [],
+                    "details": dict(record.details),
+                    "status": stored["status"] if stored else WORKER_ACTIVE,
+                    "pool": True,
+                },
+            )
+        for row in self.book.pending_orders():
+            log.info("resuming direct work order %s", row.work_order_id)
+            self._launch(row, _target_from_json(row.target), None)
+
+    async def close(self) -> None:
+        """Stop running orders (they resume on the next start) and notifications."""
+        tasks = [*self._running.values(), *self._notifications]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._http is not None:
+            await self._http.close()
+
+    def app(self) -> web.Application:
+        """The aiohttp application: POST JSON-RPC to its root."""
+        app = web.Application(client_max_size=self.settings.max_body_bytes + 1)
+        app.router.add_post("/", self.handle)
+        return app
+
+    # --- one HTTP request ------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """Answer one JSON-RPC call; never raises, never answers 500."""
+        self.stats.requests += 1
+        rpc_id: int | str | None = None
+        try:
+            raw = await self._read_body(request)
+            rpc_id = peek_rpc_id(raw)
+            call = parse_envelope(raw)
+            handler = self._methods.get(call.method)
+            if handler is None:
+                raise RpcFailure(
+                    EeaError.INVALID_PARAMETER,
+                    f"unknown method {call.method[:64]!r}",
+                    jsonrpc_code=METHOD_NOT_FOUND,
+                )
+            body = await handler(call, request)
+        except RpcFailure as failure:
+            self.stats.refused += 1
+            body = _error_body(rpc_id, failure)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("listener: unexpected failure answering a call")
+            body = _error_body(
+                rpc_id,
+                RpcFailure(
+                    EeaError.UNKNOWN_ERROR,
+                    "internal error; the operator's log has details",
+                    jsonrpc_code=INTERNAL_ERROR,
+                ),
+            )
+        return web.Response(
+            body=json.dumps(body, separators=(",", ":")).encode(),
+            content_type="application/json",
+        )
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            raise _too_large(declared, limit)
+        chunks: list[bytes] = []
+        size = 0
+        # Content-Length can be absent (chunked) or lie: count what arrives.
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(size, limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _check_token(self, request: web.Request, token: str | None, what: str) -> None:
+        if token is None:
+            raise RpcFailure(
+                EeaError.ACCESS_DENIED,
+                f"{what} is disabled on this listener: no token is configured",
+            )
+        sent = request.headers.get("Authorization", "")
+        expected = f"Bearer {token}"
+        if not hmac.compare_digest(sent.encode(), expected.encode()):
+            raise RpcFailure(
+                EeaError.ACCESS_DENIED,
+                f"{what} needs the operator's bearer token (Authorization header)",
+            )
+
+    # --- workers -----------------------------------------------------------------
+
+    async def _worker_lookup(self, call: RpcCall, _: web.Request) -> dict[str, Any]:
+        params = check_params(call.params, SCHEMAS[call.method], method=call.method)
+        ids = []
+        for worker_id, record in self.book.workers():
+            if "workerType" in params and record.get("workerType") != params["workerType"]:
+                continue
+            org = params.get("organizationId")
+            if org is not None and str(record.get("organizationId", "")).lower() != org.lower():
+                continue
+            app_id = params.get("applicationTypeId")
+            if app_id is not None and app_id.lower() not in [
+                str(a).lower() for a in record.get("applicationTypeId", [])
+            ]:
+                continue
+            ids.append(worker_id)
+        return _result(call, self._page(ids, params.get("lookUpTag")))
+
+    def _page(self, ids: list[str], after: str | None) -> dict[str, Any]:
+        """One page of sorted ids; ``lookupTag`` is the last id when more remain."""
+        total = len(ids)
+        if after is not None:
+            ids = [i for i in ids if i > after.lower()]
+        page = ids[: self.settings.lookup_page_size]
+        more = len(ids) > len(page)
+        return {"totalCount": total, "lookupTag": page[-1] if more else "", "ids": page}
+
+    def _known_worker(self, worker_id: str) -> dict[str, Any]:
+        record = self.book.worker(worker_id)
+        if record is None:
+            raise invalid_params(f"workerId {worker_id} is not registered here")
+        return record
+
+    async def _worker_retrieve(self, call: RpcCall, _: web.Request) -> dict[str, Any]:
+        params = check_params(call.params, SCHEMAS[call.method], method=call.method)
+        record = self._known_worker(params["workerId"])
+        return _result(
+            call,
+            {
+                "workerType": record["workerType"],
+                "organizationId": record.get("organizationId", ""),
+                "applicationTypeId": record.get("applicationTypeId", []),
+                "details": record["details"],
+                "status": record["status"],
+            },
+        )
+
+    async def _worker_register(self, call: RpcCall, request: web.Request) -> dict[str, Any]:
+        self._check_token(request, self.settings.admin_token, "WorkerRegister")
+        params = check_params(call.params, SCHEMAS[call.method], method=call.method)
+        record = {
+            "workerType": params["workerType"],
+            "organizationId": params.get("organizationId", ""),
+            "applicationTypeId": params.get("applicationTypeId", []),
+            "details": params["details"],
+            "status": WORKER_ACTIVE,
+            "pool": False,
+        }
+        if not self.book.add_worker(params["workerId"], record):
+            raise invalid_params(f"workerId {params['workerId']} is already registered")
+        log.info("worker %s registered through the listener", params["workerId"])
+        return _generic(call, "worker registered")
+
+    async def _worker_update(self, call: RpcCall, request: web.Request) -> dict[str, Any]:
+        self._check_token(request, self.settings.admin_token, "WorkerUpdate")
+        params = check_params(call.params, SCHEMAS[call.method], method=call.method)
+        record = self._known_worker(params["workerId"])
+        details = dict(params["details"])
+        if record.get("pool"):
+            # A pool worker's keys and evidence come from the pool, never a caller.
+            details["workerTypeData"] = record["details"].get("workerTypeData", {})
+        record["details"] = details
+        self.book.put_worker(params["workerId"], record)
+        return _generic(call, "worker details updated")
+
+    async def _worker_set_status(self, call: RpcCall, request: web.Request) -> dict[str, Any]:
+        self._check_token(request, self.settings.admin_token, "WorkerSetStatus")
+        params = check_params(call.params, SCHEMAS[call.method], method=call.method)
+        if params["status"] not in WORKER_STATUSES:
+            raise invalid_params("WorkerSetStatus: status must be 1, 2, 3 or 4")
+        record = self._known_worker(params["workerId"])
+        record["status"] = params["status"]
+        self.book.put_worker(params["workerId"], record)
+        log.info("worker %s status set to %d", params["workerId"], params["status"])
+        return _generic(call, "worker status set")
+
+    async def _encryption_key_get(self, call: RpcCall, _: web.Request) -> dict[str, Any]:
+        params = check_params(call.params, SCHEMAS[call.method], method=call.method)
+        record = self._known_worker(params["workerId"])
+        type_data = record["details"].get("workerTypeData", {})
+        key = type_data.get("encryptionKey")
+        signature = type_data.get("encryptionKeySignature")
+        verification = type_data.get("verificationKey")
+        if not all(isinstance(v, str) for v in (key, signature, verification)):
+            raise invalid_params(f"worker {params['workerId']} publishes no encryption key")
+        if not verify_encryption_key_signature(verification, key, signature):
+            raise RpcFailure(
+                EeaError.INVALID_SIGNATURE,
+                f"worker {params['workerId']}'s encryption key is not signed by its "
+                "verification key; do not use it",
+            )
+        return _result(
+            call,
+            {
+                "workerId": params["workerId"],
+                "encryptionKey": key,
+                "encryptionKeyNonce": "",
+                "tag": params.get("tag", ""),
+                "signature": signature,
+            },
+        )
+
+    async def _info(self, call: RpcCall, _: web.Request) -> dict[str, Any]:
+        check_params(call.params, SCHEMAS[call.method], method=call.method)
+        return _result(
+            call,
+            {
+                "implementation": "tcbridge",
+                "extensionVersion": EXTENSION_VERSION,
+                "extensions": ["tcbridgeTarget"],
+                "name": self.settings.name,
+            },
+        )
+
+    # --- work orders ---------------------------------------------------------------
+
+    async def _work_order_submit(self, call: RpcCall, request: web.Request) -> dict[str, Any]:
+        if any(name in call.params for name in PROXY_FIELDS):
+            return await self._proxy_submit(call, request)
+
+        try:
+            parsed = parse_request(dict(call.params), self._limits)
+        except WorkOrderError as exc:
+            raise RpcFailure(
+                exc.code, str(exc), work_order_id=_short(call.params.get("workOrderId"))
+            ) from None
+        work_order_id = parsed.work_order_id
+        worker = self.book.worker(parsed.worker_id)
+        if worker is not None and worker.get("status") != WORKER_ACTIVE:
+            raise invalid_params(
+                f"worker {parsed.worker_id} is not active (status {worker.get('status')})",
+                work_order_id,
+            )
+
+        envelope = {
+            "jsonrpc": "2.0",
+            "method": "WorkOrderSubmit",
+            "id": call.rpc_id,
+            "params": dict(call.params),
+        }
+        body = json.dumps(envelope, separators=(",", ":")).encode("utf-8", "surrogatepass")
+        timeout_ms = parsed.response_timeout_msecs or 0
+        max_seconds = self.settings.default_max_seconds
+        if timeout_ms:
+            max_seconds = min(max_seconds, max(timeout_ms / 1000, 0.001))
+        row = OrderRow(
+            key=f"wo:{work_order_id.lower()}",
+            work_order_id=work_order_id,
+            request=body,
+            request_sha256=hashlib.sha256(body).digest(),
+            eea_request_hash=crypto.request_hash(parsed).hex(),
+            requester_id=parsed.requester_id.lower(),
+            verifying_key=parsed.verifying_key or "",
+            target=None,
+            max_seconds=max_seconds,
+            state="pending",
+            status=None,
+            response=None,
+            extension=None,
+        )
+        if not self.book.add_order(row):
+            raise invalid_params(
+                f"workOrderId {work_order_id} was already submitted; use a new id "
+                "or ask WorkOrderGetResult",
+                work_order_id,
+            )
+        self.stats.orders_submitted += 1
+        task = self._launch(row, None, parsed.notify_uri)
+        return await self._answer_when_done(call, task, row, timeout_ms / 1000)
+
+    async def _proxy_submit(self, call: RpcCall, request: web.Request) -> dict[str, Any]:
+        self._check_token(request, self.settings.proxy_token, "the proxy-model extension")
+        params = check_params(
+            call.params,
+            {
+                "tcbridgeRequest": ("b64", True),
+                "tcbridgeTarget": ("object", False),
+                "tcbridgeOrderKey": ("str", True),
+                "tcbridgeMaxSeconds": ("num", False),
+                "responseTimeoutMSecs": ("int", False),
+            },
+            method="WorkOrderSubmit (tcbridge extension)",
+        )
+        raw = base64.b64decode(params["tcbridgeRequest"])
+        if len(raw) > self.settings.max_body_bytes:
+            raise _too_large(len(raw), self.settings.max_body_bytes)
+        target_json = params.get("tcbridgeTarget")
+        target = _target_from_json(json.dumps(target_json)) if target_json else None
+        if target is not None:
+            _check_binding(target, raw)
+        key = f"bridge:{params['tcbridgeOrderKey']}"
+        digest = hashlib.sha256(raw).digest()
+        existing = self.book.order(key)
+        if existing is not None and existing.request_sha256 != digest:
+            raise invalid_params(
+                f"order key {params['tcbridgeOrderKey']} was used for another request"
+            )
+        row = existing or OrderRow(
+            key=key,
+            work_order_id=_short(_peek(raw, "workOrderId")) or "",
+            request=raw,
+            request_sha256=digest,
+            eea_request_hash="",
+            requester_id="",
+            verifying_key="",
+            target=json.dumps(target_json) if target_json else None,
+            max_seconds=float(params.get("tcbridgeMaxSeconds", self.settings.default_max_seconds)),
+            state="pending",
+            status=None,
+            response=None,
+            extension=None,
+        )
+        if existing is None:
+            self.book.add_order(row)
+            self.stats.orders_submitted += 1
+        task = self._running.get(key)
+        if existing is None or (existing.state == "pending" and task is None):
+            task = self._launch(row, target, None)
+        wait = params.get("responseTimeoutMSecs", int(self.settings.max_sync_wait_s * 1000))
+        return await self._answer_when_done(call, task, row, wait / 1000)
+
+    def _launch(
+        self, row: OrderRow, target: Target, notify_uri: str | None
+    ) -> asyncio.Task[PoolResult]:
+        job = PoolJob(
+            order_key=f"eea:{self.settings.name}:{row.key}",
+            request=row.request,
+            target=target,
+            max_seconds=row.max_seconds,
+        )
+        task = asyncio.create_task(self._run(row, job, notify_uri))
+        # A failed run is logged in _run and retried on the next start.
+        task.add_done_callback(_consume)
+        self._running[row.key] = task
+        self.stats.orders_running = len(self._running)
+        return task
+
+    async def _run(self, row: OrderRow, job: PoolJob, notify_uri: str | None) -> PoolResult:
+        try:
+            result = await self.backend.submit(job)
+        except PoolError as exc:
+            # The order stays pending in the book; the next start resubmits it.
+            log.error("work order %s: the pool failed: %s", row.work_order_id, exc)
+            raise
+        finally:
+            self._running.pop(row.key, None)
+            self.stats.orders_running = len(self._running)
+        extension = None
+        if job.target is not None:
+            extension = json.dumps(_extension(result))
+        self.book.finish_order(row.key, result.status, result.response_bytes, extension)
+        log.info(
+            "direct work order %s finished with status %d", row.work_order_id, result.status
+        )
+        if notify_uri:
+            self._notify(notify_uri, row.work_order_id, result.status)
+        return result
+
+    async def _answer_when_done(
+        self,
+        call: RpcCall,
+        task: asyncio.Task[PoolResult] | None,
+        row: OrderRow,
+        wait_s: float,
+    ) -> dict[str, Any]:
+        wait_s = min(wait_s, self.settings.max_sync_wait_s)
+        if task is not None and wait_s > 0:
+            done, _ = await asyncio.wait({task}, timeout=wait_s)
+            if task in done and task.exception() is not None:
+                raise RpcFailure(
+                    EeaError.UNKNOWN_ERROR,
+                    "the enclave pool could not run the work order; it will be "
+                    "retried, ask WorkOrderGetResult later",
+                    work_order_id=row.work_order_id,
+                )
+        stored = self.book.order(row.key)
+        if stored is not None and stored.state == "done":
+            return _stored_answer(call, stored)
+        raise RpcFailure(
+            WorkOrderStatus.SCHEDULED,
+            "work order scheduled; ask WorkOrderGetResult for its result",
+            work_order_id=row.work_order_id or None,
+        )
+
+    async def _work_order_get_result(self, call: RpcCall, request: web.Request) -> dict[str, Any]:
+        params = check_params(call.params, SCHEMAS[call.method], method=call.method)
+        work_order_id = params["workOrderId"]
+        if "tcbridgeOrderKey" in params:
+            self._check_token(request, self.settings.proxy_token, "the proxy-model extension")
+            key = f"bridge:{params['tcbridgeOrderKey']}"
+        else:
+            key = f"wo:{work_order_id.lower()}"
+        stored = self.book.order(key)
+        if stored is None:
+            raise invalid_params(f"no work order {work_order_id} was submitted here", work_order_id)
+        if stored.state != "done":
+            raise RpcFailure(
+                WorkOrderStatus.PENDING,
+                "work order pending; ask again later",
+                work_order_id=work_order_id,
+            )
+        return _stored_answer(call, stored)
+
+    def _notify(self, url: str, work_order_id: str, status: int) -> None:
+        if not url_allowed(url, self.settings.url_allowlist):
+            self.stats.notifications_blocked += 1
+            log.debug("notifyUri of %s is not on the allow-list: not called", work_order_id)
+            return
+        task = asyncio.create_task(self._post_notification(url, work_order_id, status))
+        self._notifications.add(task)
+        task.add_done_callback(self._notifications.discard)
+
+    async def _post_notification(self, url: str, work_order_id: str, status: int) -> None:
+        assert self._http is not None
+        body = {"workOrderId": work_order_id, "status": status}
+        try:
+            async with self._http.post(url, json=body, allow_redirects=False) as answer:
+                await answer.content.read(NOTIFY_READ_BYTES)
+            self.stats.notifications_sent += 1
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.error("notifying %s about %s failed: %s", url, work_order_id, exc)
+
+    # --- receipts -----------------------------------------------------------------
+
+    async def _receipt_create(self, call: RpcCall, _: web.Request) -> dict[str, Any]:
+        params = check_params(call.params, SCHEMAS[call.method], method=call.method)
+        work_order_id = params["workOrderId"]
+        self._known_worker(params["workerId"])
+        try:
+            key = crypto.load_verifying_key(params["receiptVerificationKey"])
+        except CryptoError:
+            raise invalid_params(
+                "receiptVerificationKey is not a secp256k1 public key (PEM)", work_order_id
+            ) from None
+
+        order = self.book.order(f"wo:{work_order_id.lower()}")
+        if order is not None:
+            if order.requester_id != params["requesterId"].lower():
+                raise RpcFailure(
+                    EeaError.ACCESS_DENIED,
+                    "requesterId is not the work order's requester",
+                    work_order_id=work_order_id,
+                )
+            if order.eea_request_hash != params["workOrderRequestHash"].lower():
+                raise invalid_params(
+                    "workOrderRequestHash is not the work order's request hash",
+                    work_order_id,
+                )
+            if order.verifying_key and not _same_key(order.verifying_key, key):
+                raise RpcFailure(
+                    EeaError.ACCESS_DENIED,
+                    "receiptVerificationKey is not the key that signed the work order",
+                    work_order_id=work_order_id,
+                )
+        digest = receipt_create_digest(params)
+        if not crypto.verify_digest_b64(key, digest, params["requesterSignature"]):
+            raise RpcFailure(
+                EeaError.INVALID_SIGNATURE,
+                "requesterSignature does not verify over the receipt create digest",
+                work_order_id=work_order_id,
+            )
+        if not self.book.add_receipt(work_order_id, params):
+            raise invalid_params("a receipt for this work order exists", work_order_id)
+        return _generic(call, "receipt created", work_order_id)
+
+    async def _receipt_update(self, call: RpcCall, _: web.Request) -> dict[str, Any]:
+        params = check_params(call.params, SCHEMAS[call.method], method=call.method)
+        work_order_id = params["workOrderId"]
+        receipt = self._known_receipt(work_order_id)
+        updater = params["updaterId"].lower()
+        if updater == receipt["requesterId"].lower():
+            key_pem = receipt["receiptVerificationKey"]
+        elif updater == receipt["workerId"].lower():
+            worker = self._known_worker(receipt["workerId"])
+            key_pem = worker["details"].get("workerTypeData", {}).get("verificationKey", "")
+        else:
+            raise RpcFailure(
+                EeaError.ACCESS_DENIED,
+                "only the receipt's requester or worker may update it",
+                work_order_id=work_order_id,
+            )
+        try:
+            key = crypto.load_verifying_key(key_pem)
+        except CryptoError:
+            raise RpcFailure(
+                EeaError.INVALID_SIGNATURE,
+                "the updater has no usable verification key",
+                work_order_id=work_order_id,
+            ) from None
+        digest = receipt_update_digest(params)
+        if not crypto.verify_digest_b64(key, digest, params["updateSignature"]):
+            raise RpcFailure(
+                EeaError.INVALID_SIGNATURE,
+                "updateSignature does not verify over the receipt update digest",
+                work_order_id=work_order_id,
+            )
+        body = {**params, "receiptVerificationKey": key_pem}
+        if self.book.add_update(work_order_id, updater, digest, body) is None:
+            raise invalid_params("this update was already recorded", work_order_id)
+        return _generic(call, "receipt updated", work_order_id)
+
+    def _known_receipt(self, work_order_id: str) -> dict[str, Any]:
+        receipt = self.book.receipt(work_order_id)
+        if receipt is None:
+            raise invalid_params(f"no receipt for work order {work_order_id}", work_order_id)
+        return receipt
+
+    async def _receipt_retrieve(self, call: RpcCall, _: web.Request) -> dict[str, Any]:
+        params = check_params(call.params, SCHEMAS[call.method], method=call.method)
+        receipt = self._known_receipt(params["workOrderId"])
+        updates = self.book.updates(params["workOrderId"], None)
+        result = {k: v for k, v in receipt.items() if k != "receiptCreateStatus"}
+        result["receiptCurrentStatus"] = receipt["receiptCreateStatus"]
+        result["updateCount"] = len(updates)
+        return _result(call, result)
+
+    async def _receipt_update_retrieve(self, call: RpcCall, _: web.Request) -> dict[str, Any]:
+        params = check_params(call.params, SCHEMAS[call.method], method=call.method)
+        work_order_id = params["workOrderId"]
+        self._known_receipt(work_order_id)
+        updates = self.book.updates(work_order_id, params.get("updaterId"))
+        index = params["updateIndex"]
+        if not updates or (index != LAST_UPDATE and index >= len(updates)):
+            raise invalid_params(f"no update {index} for this receipt", work_order_id)
+        update = updates[-1] if index == LAST_UPDATE else updates[index]
+        return _result(call, {**update, "updateCount": len(updates)})
+
+    async def _receipt_lookup(self, call: RpcCall, _: web.Request) -> dict[str, Any]:
+        params = check_params(call.params, SCHEMAS[call.method], method=call.method)
+        ids = self.book.receipt_ids(
+            params.get("workerServiceId"),
+            params.get("workerId"),
+            params.get("requesterId"),
+            params.get("receiptStatus"),
+        )
+        return _result(call, self._page(ids, params.get("lastLookUpTag")))
+
+
+@contextlib.asynccontextmanager
+async def serve_listener(
+    listener: EeaListener, listen: str = "127.0.0.1:0"
+) -> AsyncIterator[str]:
+    """Start the listener and its HTTP server; yields the base URL (127.0.0.1 by default)."""
+    host, _, port = listen.rpartition(":")
+    await listener.start()
+    runner = web.AppRunner(listener.app(), access_log=None)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, host or "127.0.0.1", int(port or 0))
+        await site.start()
+        server = site._server
+        assert server is not None
+        bound = server.sockets[0].getsockname()  # type: ignore[attr-defined]
+        yield f"http://{bound[0]}:{bound[1]}/"
+    finally:
+        await runner.cleanup()
+        await listener.close()
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _result(call: RpcCall, result: Mapping[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": call.rpc_id, "result": dict(result)}
+
+
+def _generic(call: RpcCall, message: str, work_order_id: str | None = None) -> dict[str, Any]:
+    """EEA's generic success answer: an error object with code 0."""
+    data = {"workOrderId": work_order_id} if work_order_id else {}
+    return {
+        "jsonrpc": "2.0",
+        "id": call.rpc_id,
+        "error": {"code": int(EeaError.SUCCESS), "message": message, "data": data},
+    }
+
+
+def _error_body(rpc_id: int | str | None, failure: RpcFailure) -> dict[str, Any]:
+    data: dict[str, Any] = {"workOrderId": failure.work_order_id}
+    if failure.jsonrpc_code is not None:
+        data["jsonrpcCode"] = failure.jsonrpc_code
+    return {
+        "jsonrpc": "2.0",
+        "id": rpc_id,
+        "error": {"code": failure.code, "message": failure.message, "data": data},
+    }
+
+
+def _stored_answer(call: RpcCall, stored: OrderRow) -> dict[str, Any]:
+    assert stored.response is not None
+    answer = dict(json.loads(stored.response))
+    answer["id"] = call.rpc_id
+    if stored.extension is not None:
+        answer["tcbridge"] = json.loads(stored.extension)
+    return answer
+
+
+def _extension(result: PoolResult) -> dict[str, Any]:
+    return {
+        "responseBytes": base64.b64encode(result.response_bytes).decode(),
+        "resultSignature": result.result_signature.hex()
+        if result.result_signature is not None
+        else None,
+        "requestHash": result.request_hash.hex() if result.request_hash is not None else None,
+        "status": result.status,
+        "poolFailure": result.pool_failure,
+    }
+
+
+def _consume(task: asyncio.Task[PoolResult]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def _too_large(size: int, limit: int) -> RpcFailure:
+    return RpcFailure(
+        EeaError.INVALID_PARAMETER,
+        f"the request body is {size} bytes or more; this listener takes at most "
+        f"{limit} bytes",
+        jsonrpc_code=-32600,
+    )
+
+
+def _short(value: Any) -> str | None:
+    return value if isinstance(value, str) and len(value) <= 256 else None
+
+
+def _peek(raw: bytes, name: str) -> Any:
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    params = document.get("params", document)
+    return params.get(name) if isinstance(params, dict) else None
+
+
+def _same_key(pem: str, key: Any) -> bool:
+    try:
+        return bool(crypto.load_verifying_key(pem).format() == key.format())
+    except CryptoError:
+        return False
+
+
+def target_to_json(target: EthereumTarget | FabricTarget) -> dict[str, Any]:
+    """The ``tcbridgeTarget`` JSON of a pool target (used by RemotePool)."""
+    if isinstance(target, EthereumTarget):
+        return {
+            "kind": "ethereum",
+            "chainId": target.domain.chain_id,
+            "verifyingContract": target.domain.verifying_contract,
+            "orderKey": target.order_key.hex(),
+            "requestHash": target.request_hash.hex(),
+        }
+    return {
+        "kind": "fabric",
+        "channel": target.domain.channel,
+        "chaincode": target.domain.chaincode,
+        "workOrderId": target.work_order_id,
+        "requestHash": target.request_hash.hex(),
+    }
+
+
+def _target_from_json(text: str | None) -> Target:
+    if not text:
+        return None
+    try:
+        raw = json.loads(text)
+        kind = raw["kind"]
+        request_hash = _hash32(raw["requestHash"])
+        if kind == "ethereum":
+            chain_id = raw["chainId"]
+            contract = raw["verifyingContract"]
+            if not isinstance(chain_id, int) or not isinstance(contract, str):
+                raise ValueError("chainId / verifyingContract")
+            return EthereumTarget(
+                EthereumDomain(chain_id, contract), _hash32(raw["orderKey"]), request_hash
+            )
+        if kind == "fabric":
+            names = (raw["channel"], raw["chaincode"], raw["workOrderId"])
+            if not all(isinstance(n, str) for n in names):
+                raise ValueError("channel / chaincode / workOrderId")
+            return FabricTarget(FabricDomain(names[0], names[1]), names[2], request_hash)
+        raise ValueError(f"kind {kind!r}")
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise invalid_params(f"tcbridgeTarget is malformed: {exc}") from None
+
+
+def _hash32(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("a hash is not a string")
+    raw = bytes.fromhex(value.removeprefix("0x"))
+    if len(raw) != 32:
+        raise ValueError("a hash is not 32 bytes")
+    return raw
+
+
+def _check_binding(target: EthereumTarget | FabricTarget, request: bytes) -> None:
+    """The target's request hash must be the hash of these exact request bytes."""
+    if isinstance(target, EthereumTarget):
+        actual = keccak(request)
+    else:
+        actual = hashlib.sha256(request).digest()
+    if not hmac.compare_digest(actual, target.request_hash):
+        raise invalid_params(
+            "tcbridgeTarget.requestHash is not the hash of tcbridgeRequest: the "
+            "listener signs results only for the request the chain holds"
+        )
+
