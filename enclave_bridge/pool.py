@@ -80,6 +80,9 @@ START_TIMEOUT_SECONDS = 60.0
 CLOSE_GRACE_SECONDS = 5.0
 # A crash while running an order is retried this many times, then answered.
 CRASH_RETRIES = 1
+# Replacement processes that die before they are ready, in a row, before the
+# pool gives up (a broken installation, not bad luck).
+MAX_START_FAILURES = 3
 
 Target = EthereumTarget | FabricTarget | None
 
@@ -154,6 +157,8 @@ class _Pending:
     # Set when the pool decided to answer with an error result.
     failure: str | None = None
     failure_message: str = ""
+    # Whether the process was last asked to run it or to sign its failure.
+    sent_as_failure: bool = False
 
 
 @dataclass(eq=False)
@@ -221,6 +226,7 @@ class EnclavePool:
         self._next_job = 0
         self._done = self._failed = self._crashes = self._timeouts = 0
         self._replacements = 0
+        self._start_failures = 0
         self._closing = False
         self._started = False
         self._broken: str | None = None
@@ -387,6 +393,7 @@ class EnclavePool:
                 )
             if not process.ready.done():
                 process.ready.set_result(None)
+            self._start_failures = 0
             self._pump()
         elif kind == "failed":
             error = ConfigurationError(f"a pool process could not start: {message[1]}")
@@ -411,7 +418,8 @@ class EnclavePool:
             result_signature=signature,
             pid=process.pid,
             executed=executed,
-            pool_failure=pending.failure,
+            # A result that raced its own timeout is a genuine result.
+            pool_failure=pending.failure if pending.sent_as_failure else None,
         )
         self._done += 1
         if status != 0:
@@ -444,7 +452,12 @@ class EnclavePool:
             process.ready.set_exception(
                 PoolError(f"pool process {process.pid} exited during start-up")
             )
-            self._break("a pool process exited during start-up")
+            self._start_failures += 1
+            if self._start_failures >= MAX_START_FAILURES:
+                self._break(
+                    f"{self._start_failures} pool processes in a row exited during "
+                    "start-up; see their error output"
+                )
 
         outstanding = list(process.outstanding)
         process.outstanding.clear()
@@ -552,6 +565,7 @@ class EnclavePool:
             was_idle = not process.outstanding
             process.outstanding.append(pending)
             job = pending.job
+            pending.sent_as_failure = pending.failure is not None
             if pending.failure is None:
                 message: tuple[Any, ...] = (
                     "run",
