@@ -32,7 +32,7 @@ WORKER_ACTIVE = 1
 def _registry(w3: Web3, config: Config) -> Any:
     deploy = runtime.deployment(config)
     return w3.eth.contract(
-        address=deploy.contracts["WorkerRegistry"], abi=load_artifact("WorkerRegistry").abi
+        address=Web3.to_checksum_address(deploy.contracts["WorkerRegistry"]), abi=load_artifact("WorkerRegistry").abi
     )
 
 

@@ -160,7 +160,7 @@ class EthereumRequester:
 
     async def submit_via_consumer(
         self, consumer: str, worker: WorkerDetails, workload: str, inputs: Sequence[bytes | str],
-        *, callback_gas: int = 300_000,
+        *, callback_gas: int = 1_500_000,
     ) -> Submitted:
         """Ask ExampleConsumer (owned by this requester) to request the computation."""
         sent = self.build(worker, workload, inputs, requester_id=requester_id_of(consumer))
