@@ -6,14 +6,16 @@ returns its signed :class:`PoolResult`. Design, in the order a job meets it:
 * **Processes.** ``processes`` (default ``os.cpu_count()``) long-lived OS
   processes (:mod:`enclave_bridge._pool_worker`), each holding every
   identity's keys, unsealed in its own memory from the sealed blobs and the
-  passphrase the parent sends once at start. The parent never holds private
-  keys and its API returns none; it learns each worker's public record
-  (details, signing address) from the processes.
-* **Hand-over.** One pair of pipes per process, length-prefixed frames,
-  read and written by the event loop without blocking it (asyncio pipe
-  transports): no per-order process spawn, thread hop or executor. Each
-  process has up to ``depth`` orders outstanding so it never waits for the
-  parent between orders; it serves them in arrival order.
+  passphrase the parent sends once at start. The parent holds what the
+  operator's configuration holds (sealed blobs, passphrase) but never
+  unseals, and its API returns no private key; it learns each worker's
+  public record (details, signing address) from the processes.
+* **Hand-over.** One pair of non-blocking pipes per process, watched by the
+  event loop (``add_reader``/``add_writer``), length-prefixed frames: no
+  per-order process spawn, thread hop or executor. Each process has up to
+  ``depth`` orders outstanding, so it never waits for the parent between
+  orders; it serves them in arrival order. Measured here: about 0.15 ms of
+  parent CPU per order, against about 1.5 ms in the pool process.
 * **Exactly-once effects.** Inside the process, the processor runs between
   a load of the workload state and ONE commit of (state, result keyed by
   order key, request-hash claim) in the shared SQLite state store
