@@ -481,10 +481,10 @@ class EeaListener:
             "params": dict(call.params),
         }
         body = json.dumps(envelope, separators=(",", ":")).encode("utf-8", "surrogatepass")
+        # responseTimeoutMSecs bounds how long the caller waits, not how long the
+        # order may run: past it the order goes on and the answer is "scheduled".
         timeout_ms = parsed.response_timeout_msecs or 0
         max_seconds = self.settings.default_max_seconds
-        if timeout_ms:
-            max_seconds = min(max_seconds, max(timeout_ms / 1000, 0.001))
         row = OrderRow(
             key=f"wo:{work_order_id.lower()}",
             work_order_id=work_order_id,
