@@ -268,6 +268,7 @@ class EeaListener:
         """Answer one JSON-RPC call; never raises, never answers 500."""
         self.stats.requests += 1
         rpc_id: int | str | None = None
+        call: RpcCall | None = None
         try:
             raw = await self._read_body(request)
             rpc_id = peek_rpc_id(raw)
@@ -282,6 +283,8 @@ class EeaListener:
             body = await handler(call, request)
         except RpcFailure as failure:
             self.stats.refused += 1
+            if failure.work_order_id is None and call is not None:
+                failure.work_order_id = _short(call.params.get("workOrderId"))
             body = _error_body(rpc_id, failure)
         except asyncio.CancelledError:
             raise
