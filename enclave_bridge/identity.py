@@ -361,7 +361,8 @@ def rotate_sealed(
 
     The new file is sealed with a fresh salt and nonce; the old RSA key is not
     in it. Publish the returned details (new ``encryptionKey`` and
-    ``encryptionKeySignature``) before requesters encrypt to the new key.
+    ``encryptionKeySignature``) and restart the pool, whose processes keep
+    the key they unsealed; orders encrypted to the old key are then refused.
     """
     old = load_sealed(path)
     kdf = old.header["kdf"]
