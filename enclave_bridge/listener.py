@@ -132,7 +132,9 @@ class ListenerSettings:
     proxy_token: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_config(cls, config: Any, env: Mapping[str, str] | None = None) -> ListenerSettings:
+    def from_config(
+        cls, config: Any, env: Mapping[str, str] | None = None
+    ) -> ListenerSettings:
         from connector.config import read_secret
 
         def secret(what: str, file_setting: str, env_name: str) -> str | None:
@@ -338,10 +340,16 @@ class EeaListener:
         params = check_params(call.params, SCHEMAS[call.method], method=call.method)
         ids = []
         for worker_id, record in self.book.workers():
-            if "workerType" in params and record.get("workerType") != params["workerType"]:
+            if (
+                "workerType" in params
+                and record.get("workerType") != params["workerType"]
+            ):
                 continue
             org = params.get("organizationId")
-            if org is not None and str(record.get("organizationId", "")).lower() != org.lower():
+            if (
+                org is not None
+                and str(record.get("organizationId", "")).lower() != org.lower()
+            ):
                 continue
             app_id = params.get("applicationTypeId")
             if app_id is not None and app_id.lower() not in [
@@ -380,7 +388,9 @@ class EeaListener:
             },
         )
 
-    async def _worker_register(self, call: RpcCall, request: web.Request) -> dict[str, Any]:
+    async def _worker_register(
+        self, call: RpcCall, request: web.Request
+    ) -> dict[str, Any]:
         self._check_token(request, self.settings.admin_token, "WorkerRegister")
         params = check_params(call.params, SCHEMAS[call.method], method=call.method)
         record = {
@@ -396,7 +406,9 @@ class EeaListener:
         log.info("worker %s registered through the listener", params["workerId"])
         return _generic(call, "worker registered")
 
-    async def _worker_update(self, call: RpcCall, request: web.Request) -> dict[str, Any]:
+    async def _worker_update(
+        self, call: RpcCall, request: web.Request
+    ) -> dict[str, Any]:
         self._check_token(request, self.settings.admin_token, "WorkerUpdate")
         params = check_params(call.params, SCHEMAS[call.method], method=call.method)
         record = self._known_worker(params["workerId"])
@@ -408,7 +420,9 @@ class EeaListener:
         self.book.put_worker(params["workerId"], record)
         return _generic(call, "worker details updated")
 
-    async def _worker_set_status(self, call: RpcCall, request: web.Request) -> dict[str, Any]:
+    async def _worker_set_status(
+        self, call: RpcCall, request: web.Request
+    ) -> dict[str, Any]:
         self._check_token(request, self.settings.admin_token, "WorkerSetStatus")
         params = check_params(call.params, SCHEMAS[call.method], method=call.method)
         if params["status"] not in WORKER_STATUSES:
@@ -419,7 +433,9 @@ class EeaListener:
         log.info("worker %s status set to %d", params["workerId"], params["status"])
         return _generic(call, "worker status set")
 
-    async def _encryption_key_get(self, call: RpcCall, _: web.Request) -> dict[str, Any]:
+    async def _encryption_key_get(
+        self, call: RpcCall, _: web.Request
+    ) -> dict[str, Any]:
         params = check_params(call.params, SCHEMAS[call.method], method=call.method)
         record = self._known_worker(params["workerId"])
         type_data = record["details"].get("workerTypeData", {})
@@ -427,7 +443,9 @@ class EeaListener:
         signature = type_data.get("encryptionKeySignature")
         verification = type_data.get("verificationKey")
         if not all(isinstance(v, str) for v in (key, signature, verification)):
-            raise invalid_params(f"worker {params['workerId']} publishes no encryption key")
+            raise invalid_params(
+                f"worker {params['workerId']} publishes no encryption key"
+            )
         if not verify_encryption_key_signature(verification, key, signature):
             raise RpcFailure(
                 EeaError.INVALID_SIGNATURE,
@@ -459,7 +477,9 @@ class EeaListener:
 
     # --- work orders ---------------------------------------------------------------
 
-    async def _work_order_submit(self, call: RpcCall, request: web.Request) -> dict[str, Any]:
+    async def _work_order_submit(
+        self, call: RpcCall, request: web.Request
+    ) -> dict[str, Any]:
         if any(name in call.params for name in PROXY_FIELDS):
             return await self._proxy_submit(call, request)
 
@@ -483,7 +503,9 @@ class EeaListener:
             "id": call.rpc_id,
             "params": dict(call.params),
         }
-        body = json.dumps(envelope, separators=(",", ":")).encode("utf-8", "surrogatepass")
+        body = json.dumps(envelope, separators=(",", ":")).encode(
+            "utf-8", "surrogatepass"
+        )
         # responseTimeoutMSecs bounds how long the caller waits, not how long the
         # order may run: past it the order goes on and the answer is "scheduled".
         timeout_ms = parsed.response_timeout_msecs or 0
@@ -513,8 +535,12 @@ class EeaListener:
         task = self._launch(row, None, parsed.notify_uri)
         return await self._answer_when_done(call, task, row, timeout_ms / 1000)
 
-    async def _proxy_submit(self, call: RpcCall, request: web.Request) -> dict[str, Any]:
-        self._check_token(request, self.settings.proxy_token, "the proxy-model extension")
+    async def _proxy_submit(
+        self, call: RpcCall, request: web.Request
+    ) -> dict[str, Any]:
+        self._check_token(
+            request, self.settings.proxy_token, "the proxy-model extension"
+        )
         params = check_params(
             call.params,
             {
@@ -549,7 +575,9 @@ class EeaListener:
             requester_id="",
             verifying_key="",
             target=json.dumps(target_json) if target_json else None,
-            max_seconds=float(params.get("tcbridgeMaxSeconds", self.settings.default_max_seconds)),
+            max_seconds=float(
+                params.get("tcbridgeMaxSeconds", self.settings.default_max_seconds)
+            ),
             state="pending",
             status=None,
             response=None,
@@ -561,7 +589,9 @@ class EeaListener:
         task = self._running.get(key)
         if existing is None or (existing.state == "pending" and task is None):
             task = self._launch(row, target, None)
-        wait = params.get("responseTimeoutMSecs", int(self.settings.max_sync_wait_s * 1000))
+        wait = params.get(
+            "responseTimeoutMSecs", int(self.settings.max_sync_wait_s * 1000)
+        )
         return await self._answer_when_done(call, task, row, wait / 1000)
 
     def _launch(
@@ -580,7 +610,9 @@ class EeaListener:
         self.stats.orders_running = len(self._running)
         return task
 
-    async def _run(self, row: OrderRow, job: PoolJob, notify_uri: str | None) -> PoolResult:
+    async def _run(
+        self, row: OrderRow, job: PoolJob, notify_uri: str | None
+    ) -> PoolResult:
         try:
             result = await self.backend.submit(job)
         except PoolError as exc:
@@ -595,7 +627,9 @@ class EeaListener:
             extension = json.dumps(_extension(result))
         self.book.finish_order(row.key, result.status, result.response_bytes, extension)
         log.info(
-            "direct work order %s finished with status %d", row.work_order_id, result.status
+            "direct work order %s finished with status %d",
+            row.work_order_id,
+            result.status,
         )
         if notify_uri:
             self._notify(notify_uri, row.work_order_id, result.status)
@@ -627,17 +661,23 @@ class EeaListener:
             work_order_id=row.work_order_id or None,
         )
 
-    async def _work_order_get_result(self, call: RpcCall, request: web.Request) -> dict[str, Any]:
+    async def _work_order_get_result(
+        self, call: RpcCall, request: web.Request
+    ) -> dict[str, Any]:
         params = check_params(call.params, SCHEMAS[call.method], method=call.method)
         work_order_id = params["workOrderId"]
         if "tcbridgeOrderKey" in params:
-            self._check_token(request, self.settings.proxy_token, "the proxy-model extension")
+            self._check_token(
+                request, self.settings.proxy_token, "the proxy-model extension"
+            )
             key = f"bridge:{params['tcbridgeOrderKey']}"
         else:
             key = f"wo:{work_order_id.lower()}"
         stored = self.book.order(key)
         if stored is None:
-            raise invalid_params(f"no work order {work_order_id} was submitted here", work_order_id)
+            raise invalid_params(
+                f"no work order {work_order_id} was submitted here", work_order_id
+            )
         if stored.state != "done":
             raise RpcFailure(
                 WorkOrderStatus.PENDING,
@@ -649,13 +689,17 @@ class EeaListener:
     def _notify(self, url: str, work_order_id: str, status: int) -> None:
         if not url_allowed(url, self.settings.url_allowlist):
             self.stats.notifications_blocked += 1
-            log.debug("notifyUri of %s is not on the allow-list: not called", work_order_id)
+            log.debug(
+                "notifyUri of %s is not on the allow-list: not called", work_order_id
+            )
             return
         task = asyncio.create_task(self._post_notification(url, work_order_id, status))
         self._notifications.add(task)
         task.add_done_callback(self._notifications.discard)
 
-    async def _post_notification(self, url: str, work_order_id: str, status: int) -> None:
+    async def _post_notification(
+        self, url: str, work_order_id: str, status: int
+    ) -> None:
         assert self._http is not None
         body = {"workOrderId": work_order_id, "status": status}
         try:
@@ -675,7 +719,8 @@ class EeaListener:
             key = crypto.load_verifying_key(params["receiptVerificationKey"])
         except CryptoError:
             raise invalid_params(
-                "receiptVerificationKey is not a secp256k1 public key (PEM)", work_order_id
+                "receiptVerificationKey is not a secp256k1 public key (PEM)",
+                work_order_id,
             ) from None
 
         order = self.book.order(f"wo:{work_order_id.lower()}")
@@ -717,7 +762,9 @@ class EeaListener:
             key_pem = receipt["receiptVerificationKey"]
         elif updater == receipt["workerId"].lower():
             worker = self._known_worker(receipt["workerId"])
-            key_pem = worker["details"].get("workerTypeData", {}).get("verificationKey", "")
+            key_pem = (
+                worker["details"].get("workerTypeData", {}).get("verificationKey", "")
+            )
         else:
             raise RpcFailure(
                 EeaError.ACCESS_DENIED,
@@ -747,7 +794,9 @@ class EeaListener:
     def _known_receipt(self, work_order_id: str) -> dict[str, Any]:
         receipt = self.book.receipt(work_order_id)
         if receipt is None:
-            raise invalid_params(f"no receipt for work order {work_order_id}", work_order_id)
+            raise invalid_params(
+                f"no receipt for work order {work_order_id}", work_order_id
+            )
         return receipt
 
     async def _receipt_retrieve(self, call: RpcCall, _: web.Request) -> dict[str, Any]:
@@ -759,7 +808,9 @@ class EeaListener:
         result["updateCount"] = len(updates)
         return _result(call, result)
 
-    async def _receipt_update_retrieve(self, call: RpcCall, _: web.Request) -> dict[str, Any]:
+    async def _receipt_update_retrieve(
+        self, call: RpcCall, _: web.Request
+    ) -> dict[str, Any]:
         params = check_params(call.params, SCHEMAS[call.method], method=call.method)
         work_order_id = params["workOrderId"]
         self._known_receipt(work_order_id)
@@ -809,7 +860,9 @@ def _result(call: RpcCall, result: Mapping[str, Any]) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": call.rpc_id, "result": dict(result)}
 
 
-def _generic(call: RpcCall, message: str, work_order_id: str | None = None) -> dict[str, Any]:
+def _generic(
+    call: RpcCall, message: str, work_order_id: str | None = None
+) -> dict[str, Any]:
     """EEA's generic success answer: an error object with code 0."""
     data = {"workOrderId": work_order_id} if work_order_id else {}
     return {
@@ -845,8 +898,11 @@ def _extension(result: PoolResult) -> dict[str, Any]:
         "resultSignature": result.result_signature.hex()
         if result.result_signature is not None
         else None,
-        "requestHash": result.request_hash.hex() if result.request_hash is not None else None,
+        "requestHash": result.request_hash.hex()
+        if result.request_hash is not None
+        else None,
         "status": result.status,
+        "executed": result.executed,
         "poolFailure": result.pool_failure,
     }
 
@@ -919,13 +975,17 @@ def _target_from_json(text: str | None) -> Target:
             if not isinstance(chain_id, int) or not isinstance(contract, str):
                 raise ValueError("chainId / verifyingContract")
             return EthereumTarget(
-                EthereumDomain(chain_id, contract), _hash32(raw["orderKey"]), request_hash
+                EthereumDomain(chain_id, contract),
+                _hash32(raw["orderKey"]),
+                request_hash,
             )
         if kind == "fabric":
             names = (raw["channel"], raw["chaincode"], raw["workOrderId"])
             if not all(isinstance(n, str) for n in names):
                 raise ValueError("channel / chaincode / workOrderId")
-            return FabricTarget(FabricDomain(names[0], names[1]), names[2], request_hash)
+            return FabricTarget(
+                FabricDomain(names[0], names[1]), names[2], request_hash
+            )
         raise ValueError(f"kind {kind!r}")
     except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         raise invalid_params(f"tcbridgeTarget is malformed: {exc}") from None
@@ -951,4 +1011,3 @@ def _check_binding(target: EthereumTarget | FabricTarget, request: bytes) -> Non
             "tcbridgeTarget.requestHash is not the hash of tcbridgeRequest: the "
             "listener signs results only for the request the chain holds"
         )
-

@@ -100,7 +100,9 @@ class OrderBook:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the listener's order book {path}: {exc}") from exc
+            raise StoreError(
+                f"cannot open the listener's order book {path}: {exc}"
+            ) from exc
 
     def close(self) -> None:
         self._db.close()
@@ -151,7 +153,8 @@ class OrderBook:
 
     def pending_orders(self) -> Iterator[OrderRow]:
         keys = [
-            k for (k,) in self._db.execute("SELECT key FROM orders WHERE state='pending'")
+            k
+            for (k,) in self._db.execute("SELECT key FROM orders WHERE state='pending'")
         ]
         for key in keys:
             row = self.order(key)
@@ -252,7 +255,11 @@ class OrderBook:
         ]
 
     def add_update(
-        self, work_order_id: str, updater_id: str, digest: bytes, body: Mapping[str, Any]
+        self,
+        work_order_id: str,
+        updater_id: str,
+        digest: bytes,
+        body: Mapping[str, Any],
     ) -> int | None:
         """Append an update; its 0-based index, or None for a replayed one."""
         key = work_order_id.lower()

@@ -161,9 +161,7 @@ def check_params(
         work_order_id = None
     unknown = sorted(set(params) - set(schema))
     if unknown:
-        raise invalid_params(
-            f"{method} has no parameter {unknown[0]!r}", work_order_id
-        )
+        raise invalid_params(f"{method} has no parameter {unknown[0]!r}", work_order_id)
 
     out: dict[str, Any] = {}
     for name, (kind, required) in schema.items():

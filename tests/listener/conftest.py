@@ -115,14 +115,17 @@ async def run_listener(
     **settings: Any,
 ) -> AsyncIterator[Harness]:
     """A pool of the vector worker, a listener in front of it, a catcher beside it."""
-    async with run_catcher() as catcher, open_pool(
-        [sealed],
-        PASSPHRASE,
-        tmp_path / "state.db",
-        processes=processes,
-        registry=REGISTRY,
-        default_max_seconds=10.0,
-    ) as pool:
+    async with (
+        run_catcher() as catcher,
+        open_pool(
+            [sealed],
+            PASSPHRASE,
+            tmp_path / "state.db",
+            processes=processes,
+            registry=REGISTRY,
+            default_max_seconds=10.0,
+        ) as pool,
+    ):
         options: dict[str, Any] = {
             "admin_token": ADMIN_TOKEN,
             "proxy_token": PROXY_TOKEN,

@@ -86,7 +86,9 @@ async def test_stateful_vector_over_http_on_a_fresh_pool(
 ) -> None:
     """A heart-disease vector posted to a fresh listener and pool answers as expected.json says."""
     async with run_listener(tmp_path, sealed_worker) as fresh:
-        answer = await _submit_and_poll(fresh, vectors.load_case(case_id).fresh_request())
+        answer = await _submit_and_poll(
+            fresh, vectors.load_case(case_id).fresh_request()
+        )
 
     _check(case_id, answer, vector_details)
 
@@ -127,7 +129,9 @@ async def test_generic_client_flow(harness: Harness) -> None:
 
 async def _submit_poll_only(harness: Harness, work_order_id: str) -> dict[str, Any]:
     for _ in range(400):
-        answer = await harness.call("WorkOrderGetResult", {"workOrderId": work_order_id})
+        answer = await harness.call(
+            "WorkOrderGetResult", {"workOrderId": work_order_id}
+        )
         if "error" not in answer or answer["error"]["code"] != WorkOrderStatus.PENDING:
             return answer
         await asyncio.sleep(0.025)

@@ -52,10 +52,28 @@ MALFORMED: list[tuple[str, bytes, int, int | None, str | None]] = [
     ("deep-nesting", b"[" * 200_000 + b"]" * 200_000, 2, -32700, None),
     ("deep-nesting-unclosed", b'{"a":' * 100_000, 2, -32700, None),
     ("array-body", b"[]", 2, -32600, None),
-    ("batch-body", b'[{"jsonrpc":"2.0","method":"WorkerLookUp","id":1}]', 2, -32600, None),
+    (
+        "batch-body",
+        b'[{"jsonrpc":"2.0","method":"WorkerLookUp","id":1}]',
+        2,
+        -32600,
+        None,
+    ),
     ("no-jsonrpc", b'{"method":"WorkerLookUp","id":1}', 2, -32600, None),
-    ("wrong-jsonrpc", b'{"jsonrpc":"1.0","method":"WorkerLookUp","id":1}', 2, -32600, None),
-    ("missing-id", b'{"jsonrpc":"2.0","method":"WorkerLookUp","params":{}}', 2, -32600, None),
+    (
+        "wrong-jsonrpc",
+        b'{"jsonrpc":"1.0","method":"WorkerLookUp","id":1}',
+        2,
+        -32600,
+        None,
+    ),
+    (
+        "missing-id",
+        b'{"jsonrpc":"2.0","method":"WorkerLookUp","params":{}}',
+        2,
+        -32600,
+        None,
+    ),
     ("bool-id", _rpc("WorkerLookUp", {}, id=True), 2, -32600, None),
     ("object-id", _rpc("WorkerLookUp", {}, id={"a": 1}), 2, -32600, None),
     ("missing-method", b'{"jsonrpc":"2.0","id":1}', 2, -32600, None),
@@ -64,18 +82,60 @@ MALFORMED: list[tuple[str, bytes, int, int | None, str | None]] = [
     ("unknown-method", _rpc("WorkerDestroy", {}), 2, -32601, None),
     ("retrieve-missing-worker", _rpc("WorkerRetrieve", {}), 2, -32602, None),
     ("retrieve-worker-int", _rpc("WorkerRetrieve", {"workerId": 5}), 2, -32602, None),
-    ("retrieve-worker-not-hex", _rpc("WorkerRetrieve", {"workerId": "zz"}), 2, -32602, None),
-    ("retrieve-unknown-param", _rpc("WorkerRetrieve", {"workerId": "ab", "x": 1}), 2, -32602, None),
-    ("retrieve-unknown-worker", _rpc("WorkerRetrieve", {"workerId": BAD_ID}), 2, -32602, None),
+    (
+        "retrieve-worker-not-hex",
+        _rpc("WorkerRetrieve", {"workerId": "zz"}),
+        2,
+        -32602,
+        None,
+    ),
+    (
+        "retrieve-unknown-param",
+        _rpc("WorkerRetrieve", {"workerId": "ab", "x": 1}),
+        2,
+        -32602,
+        None,
+    ),
+    (
+        "retrieve-unknown-worker",
+        _rpc("WorkerRetrieve", {"workerId": BAD_ID}),
+        2,
+        -32602,
+        None,
+    ),
     ("lookup-type-string", _rpc("WorkerLookUp", {"workerType": "1"}), 2, -32602, None),
     ("lookup-type-negative", _rpc("WorkerLookUp", {"workerType": -1}), 2, -32602, None),
     ("lookup-next-no-tag", _rpc("WorkerLookUpNext", {}), 2, -32602, None),
     ("get-result-no-id", _rpc("WorkOrderGetResult", {}), 2, -32602, None),
-    ("get-result-unknown", _rpc("WorkOrderGetResult", {"workOrderId": BAD_ID}), 2, None, BAD_ID),
-    ("key-get-unknown-worker", _rpc("EncryptionKeyGet", {"workerId": BAD_ID}), 2, -32602, None),
-    ("receipt-retrieve-unknown", _rpc("WorkOrderReceiptRetrieve", {"workOrderId": BAD_ID}), 2, None, BAD_ID),
+    (
+        "get-result-unknown",
+        _rpc("WorkOrderGetResult", {"workOrderId": BAD_ID}),
+        2,
+        None,
+        BAD_ID,
+    ),
+    (
+        "key-get-unknown-worker",
+        _rpc("EncryptionKeyGet", {"workerId": BAD_ID}),
+        2,
+        -32602,
+        None,
+    ),
+    (
+        "receipt-retrieve-unknown",
+        _rpc("WorkOrderReceiptRetrieve", {"workOrderId": BAD_ID}),
+        2,
+        None,
+        BAD_ID,
+    ),
     ("submit-empty-params", _rpc("WorkOrderSubmit", {}), 2, None, None),
-    ("submit-id-not-hex", _rpc("WorkOrderSubmit", {"workOrderId": "xyz"}), 2, None, "xyz"),
+    (
+        "submit-id-not-hex",
+        _rpc("WorkOrderSubmit", {"workOrderId": "xyz"}),
+        2,
+        None,
+        "xyz",
+    ),
     (
         "submit-lone-surrogate-id",
         b'{"jsonrpc":"2.0","method":"WorkOrderSubmit","id":1,"params":{"workOrderId":"\\ud800"}}',
@@ -92,7 +152,11 @@ MALFORMED: list[tuple[str, bytes, int, int | None, str | None]] = [
     ids=[case[0] for case in MALFORMED],
 )
 async def test_malformed_requests_get_eea_errors(
-    harness: Harness, body: bytes, code: int, rpc_code: int | None, work_order_id: str | None
+    harness: Harness,
+    body: bytes,
+    code: int,
+    rpc_code: int | None,
+    work_order_id: str | None,
 ) -> None:
     """Every malformed call gets HTTP 200 and a JSON-RPC error with the EEA code and workOrderId."""
     answer = await harness.post_raw(body)
@@ -158,7 +222,9 @@ async def test_duplicate_work_order_id_is_refused(
     assert "already submitted" in refused["error"]["message"]
 
     kept = await harness.call("WorkOrderGetResult", {"workOrderId": work_order_id})
-    assert verify_response(first, kept, vector_details).outputs[0].data == b"RESULT: one"
+    assert (
+        verify_response(first, kept, vector_details).outputs[0].data == b"RESULT: one"
+    )
 
 
 async def test_workload_that_returns_nothing(
@@ -170,7 +236,9 @@ async def test_workload_that_returns_nothing(
 
     assert answer["error"]["code"] == EeaError.UNKNOWN_ERROR
     assert "malformed result" in answer["error"]["message"]
-    assert answer["error"]["data"]["workOrderId"] == sent.request["params"]["workOrderId"]
+    assert (
+        answer["error"]["data"]["workOrderId"] == sent.request["params"]["workOrderId"]
+    )
 
 
 async def test_worker_that_times_out(
@@ -209,7 +277,9 @@ async def test_zero_timeout_answers_scheduled_at_once(
     assert answer["error"]["code"] == WorkOrderStatus.SCHEDULED
 
     for _ in range(200):
-        answer = await harness.call("WorkOrderGetResult", {"workOrderId": work_order_id})
+        answer = await harness.call(
+            "WorkOrderGetResult", {"workOrderId": work_order_id}
+        )
         if "result" in answer:
             break
         await asyncio.sleep(0.02)
@@ -217,7 +287,9 @@ async def test_zero_timeout_answers_scheduled_at_once(
 
 
 @pytest.mark.parametrize(
-    ("size", "accepted"), [(1024 * 1024, True), (10 * 1024 * 1024, False)], ids=["1MiB", "10MiB"]
+    ("size", "accepted"),
+    [(1024 * 1024, True), (10 * 1024 * 1024, False)],
+    ids=["1MiB", "10MiB"],
 )
 async def test_body_size_against_the_limit(
     harness: Harness, vector_details: WorkerDetails, size: int, accepted: bool
@@ -258,9 +330,13 @@ async def test_admin_methods_need_the_token(harness: Harness) -> None:
     for token in (None, "wrong"):
         answer = await harness.call("WorkerRegister", params, token=token)
         assert answer["error"]["code"] == EeaError.ACCESS_DENIED
-        answer = await harness.call("WorkerSetStatus", {"workerId": WORKER_ID, "status": 2}, token=token)
+        answer = await harness.call(
+            "WorkerSetStatus", {"workerId": WORKER_ID, "status": 2}, token=token
+        )
         assert answer["error"]["code"] == EeaError.ACCESS_DENIED
-        answer = await harness.call("WorkerUpdate", {"workerId": WORKER_ID, "details": {}}, token=token)
+        answer = await harness.call(
+            "WorkerUpdate", {"workerId": WORKER_ID, "details": {}}, token=token
+        )
         assert answer["error"]["code"] == EeaError.ACCESS_DENIED
     retrieved = await harness.call("WorkerRetrieve", {"workerId": worker_id})
     assert retrieved["error"]["code"] == EeaError.INVALID_PARAMETER
@@ -299,7 +375,9 @@ async def test_status_and_update_of_a_pool_worker(
     retrieved = await harness.call("WorkerRetrieve", {"workerId": WORKER_ID})
     details = retrieved["result"]["details"]
     assert details["workOrderSyncUri"] == "x"
-    assert details["workerTypeData"]["encryptionKey"] == vector_details.encryption_key_pem
+    assert (
+        details["workerTypeData"]["encryptionKey"] == vector_details.encryption_key_pem
+    )
 
 
 async def test_lookup_pages_with_the_tag(
@@ -316,7 +394,9 @@ async def test_lookup_pages_with_the_tag(
         first = (await h.call("WorkerLookUp", {"workerType": 2}))["result"]
         assert first["totalCount"] == 4 and len(first["ids"]) == 2
         second = (
-            await h.call("WorkerLookUpNext", {"workerType": 2, "lookUpTag": first["lookupTag"]})
+            await h.call(
+                "WorkerLookUpNext", {"workerType": 2, "lookUpTag": first["lookupTag"]}
+            )
         )["result"]
         assert second["lookupTag"] == ""
         assert first["ids"] + second["ids"] == [f"{n:02x}" * 32 for n in range(4)]
@@ -366,9 +446,15 @@ async def test_two_hundred_simultaneous_requests(
     ]
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
-        load = Harness(harness.url, harness.listener, harness.pool, http, harness.catcher)
-        calls = [load.call("WorkOrderSubmit", sent.request["params"]) for sent in orders]
-        calls += [load.call("WorkerRetrieve", {"workerId": WORKER_ID}) for _ in range(40)]
+        load = Harness(
+            harness.url, harness.listener, harness.pool, http, harness.catcher
+        )
+        calls = [
+            load.call("WorkOrderSubmit", sent.request["params"]) for sent in orders
+        ]
+        calls += [
+            load.call("WorkerRetrieve", {"workerId": WORKER_ID}) for _ in range(40)
+        ]
         answers = await asyncio.gather(*calls)
 
     for n, (sent, answer) in enumerate(zip(orders, answers, strict=False)):

@@ -25,7 +25,9 @@ pytestmark = [requires_vectors, pytest.mark.asyncio(loop_scope="module")]
 SERVICE_ID = "5e" * 32
 
 
-async def _signed_order(harness: Harness, details: WorkerDetails) -> tuple[SentWorkOrder, bytes]:
+async def _signed_order(
+    harness: Harness, details: WorkerDetails
+) -> tuple[SentWorkOrder, bytes]:
     requester_key = os.urandom(32)
     sent = build_work_order(
         details, "echo-result", [b"receipt me"], requester_key=requester_key
@@ -67,7 +69,9 @@ def _update_params(
         "updateData": data,
         "signatureRules": "SHA-256/secp256k1",
     }
-    update["updateSignature"] = crypto.sign_digest_b64(key, receipt_update_digest(update))
+    update["updateSignature"] = crypto.sign_digest_b64(
+        key, receipt_update_digest(update)
+    )
     return update
 
 
@@ -85,7 +89,10 @@ async def test_receipt_create_checks_the_requester_signature(
         (tampered, EeaError.INVALID_SIGNATURE),
         (_create_params(sent, stranger), EeaError.ACCESS_DENIED),
         (_create_params(sent, key, requesterId="12" * 32), EeaError.ACCESS_DENIED),
-        (_create_params(sent, key, workOrderRequestHash="00" * 32), EeaError.INVALID_PARAMETER),
+        (
+            _create_params(sent, key, workOrderRequestHash="00" * 32),
+            EeaError.INVALID_PARAMETER,
+        ),
         (_create_params(sent, key, workerId="99" * 32), EeaError.INVALID_PARAMETER),
     ]
     for params, code in refusals:
@@ -137,7 +144,8 @@ async def test_receipt_updates_by_requester_and_worker(
     )
 
     first = await harness.call(
-        "WorkOrderReceiptUpdateRetrieve", {"workOrderId": work_order_id, "updateIndex": 0}
+        "WorkOrderReceiptUpdateRetrieve",
+        {"workOrderId": work_order_id, "updateIndex": 0},
     )
     assert first["result"]["updateData"] == "seen"
     assert first["result"]["updateCount"] == 2
@@ -147,7 +155,8 @@ async def test_receipt_updates_by_requester_and_worker(
     )
     assert last["result"]["updateData"] == "done"
     missing = await harness.call(
-        "WorkOrderReceiptUpdateRetrieve", {"workOrderId": work_order_id, "updateIndex": 5}
+        "WorkOrderReceiptUpdateRetrieve",
+        {"workOrderId": work_order_id, "updateIndex": 5},
     )
     assert missing["error"]["code"] == EeaError.INVALID_PARAMETER
 
