@@ -86,13 +86,18 @@ def make_app(snapshot: Callable[[], HealthSnapshot]) -> web.Application:
 
 @asynccontextmanager
 async def serve_ops(
-    snapshot: Callable[[], HealthSnapshot], listen: str = "127.0.0.1:0", *, extra: web.Application | None = None
+    snapshot: Callable[[], HealthSnapshot], listen: str = "127.0.0.1:0", *, extra: web.Application | None = None,
+    extra_prefix: str = "/chainlink",
 ) -> AsyncIterator[str]:
-    """Run the ops server; yields its base URL. Binds 127.0.0.1 unless told otherwise."""
+    """Run the ops server; yields its base URL. Binds 127.0.0.1 unless told otherwise.
+
+    ``extra`` (for example the Chainlink adapter) is mounted under ``extra_prefix``:
+    aiohttp refuses to mount a sub-application at the root.
+    """
     host, _, port = listen.rpartition(":")
     app = make_app(snapshot)
     if extra is not None:
-        app.add_subapp("/", extra)
+        app.add_subapp(extra_prefix, extra)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host or "127.0.0.1", int(port or 0))

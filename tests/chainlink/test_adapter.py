@@ -1,0 +1,308 @@
+"""The Chainlink external adapter, mounted on the ops server, in front of a real pool."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from connector.chainlink import AdapterSettings, ChainlinkAdapter
+from connector.ops import HealthSnapshot, serve_ops
+from enclave_bridge.identity import SealedIdentity
+from enclave_bridge.pool import EnclavePool, open_pool
+from enclave_bridge.requester import SentWorkOrder, WorkerDetails, verify_response
+from tests.enclave import vectors
+from tests.enclave.conftest import requires_vectors
+from tests.listener.conftest import PASSPHRASE, REGISTRY, Catcher, run_catcher
+
+pytestmark = [requires_vectors, pytest.mark.asyncio(loop_scope="module")]
+
+TOKEN = "chainlink-bridge-token-for-tests"
+CALLBACK_TOKEN = "chainlink-incoming-token-for-tests"
+
+
+@dataclass
+class Adapter:
+    url: str
+    adapter: ChainlinkAdapter
+    pool: EnclavePool
+    catcher: Catcher
+    http: aiohttp.ClientSession
+
+    async def post(
+        self, body: Any, *, token: str | None = TOKEN, raw: bool = False
+    ) -> tuple[int, dict[str, Any]]:
+        """POST a job run; returns (HTTP status, decoded answer)."""
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        data = body if raw else json.dumps(body).encode()
+        async with self.http.post(self.url, data=data, headers=headers) as answer:
+            return answer.status, await answer.json(content_type=None)
+
+
+@asynccontextmanager
+async def run_adapter(
+    tmp_path: Path, sealed: SealedIdentity, **settings: Any
+) -> AsyncIterator[Adapter]:
+    """A pool, the adapter mounted on the ops server at /chainlink, a catcher on the allow-list."""
+    async with (
+        run_catcher() as catcher,
+        open_pool(
+            [sealed], PASSPHRASE, tmp_path / "state.db", processes=1, registry=REGISTRY
+        ) as pool,
+    ):
+        options: dict[str, Any] = {
+            "bridge_token": TOKEN,
+            "callback_token": CALLBACK_TOKEN,
+            "url_allowlist": (catcher.host_port,),
+            "pending_after_s": 0.5,
+            "execution_timeout_s": 10.0,
+            **settings,
+        }
+        adapter = ChainlinkAdapter(pool, AdapterSettings(**options))
+        async with (
+            serve_ops(HealthSnapshot, extra=adapter.app()) as base,
+            aiohttp.ClientSession() as http,
+        ):
+            yield Adapter(f"{base}/chainlink/", adapter, pool, catcher, http)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def adapter(
+    tmp_path_factory: pytest.TempPathFactory,
+    sealed_worker: SealedIdentity,
+) -> AsyncIterator[Adapter]:
+    """One adapter and pool shared by this module."""
+    async with run_adapter(tmp_path_factory.mktemp("chainlink"), sealed_worker) as a:
+        yield a
+
+
+async def test_echo_job_answers_the_result(adapter: Adapter) -> None:
+    """A job with workload and inputs gets the verified, decrypted result and the worker's signature."""
+    status, answer = await adapter.post(
+        {"id": "run-1", "data": {"workload": "echo-result", "inputs": ["hello"]}}
+    )
+
+    assert status == 200 and answer["statusCode"] == 200
+    assert answer["jobRunID"] == "run-1"
+    assert answer["result"] == answer["data"]["result"] == "RESULT: hello"
+    assert answer["data"]["workerId"] == vectors.worker()["workerId"]
+    assert answer["data"]["workerSignature"]
+    assert answer["data"]["workOrderId"]
+
+
+async def test_price_median_job(adapter: Adapter) -> None:
+    """An oracle workload (price-median) through the adapter answers the median as canonical JSON."""
+    prices = [
+        {"source": s, "price": p} for s, p in (("a", "10"), ("b", "30"), ("c", "20"))
+    ]
+    status, answer = await adapter.post(
+        {"id": 77, "data": {"workload": "price-median", "input": json.dumps(prices)}}
+    )
+
+    assert status == 200, answer
+    assert answer["jobRunID"] == "77"
+    assert json.loads(answer["result"]) == {"count": 3, "median": "20"}
+
+
+async def test_repeated_id_runs_one_work_order(adapter: Adapter) -> None:
+    """A job run id seen before gets the first answer; no second work order reaches the pool."""
+    body = {"id": "run-repeat", "data": {"workload": "echo-result", "inputs": ["once"]}}
+    first = await adapter.post(body)
+    done = adapter.pool.stats().done
+    changed = {**body, "data": {"workload": "echo-result", "inputs": ["twice"]}}
+    second, third = await asyncio.gather(adapter.post(body), adapter.post(changed))
+
+    assert first == second == third
+    assert first[1]["result"] == "RESULT: once"
+    assert adapter.pool.stats().done == done
+
+
+async def test_ready_eea_request(
+    adapter: Adapter, vector_details: WorkerDetails
+) -> None:
+    """A ready Avalon request in data.request is run as sent; its EEA result verifies with the requester's keys."""
+    case = vectors.load_case("av12-echo-signed")
+    status, answer = await adapter.post(
+        {"id": "run-ready", "data": {"request": case.request}}
+    )
+
+    assert status == 200, answer
+    sent = SentWorkOrder.from_request(
+        case.request, bytes.fromhex(case.secrets["sessionKeyHex"])
+    )
+    verdict = verify_response(sent, {"result": answer["result"]}, vector_details)
+    assert verdict.accepted, verdict.reason
+    assert answer["data"]["workOrderId"] == case.request["params"]["workOrderId"]
+
+
+# (id, body or raw bytes, token, HTTP status, error name)
+ERROR_CASES: list[tuple[str, Any, str | None, int, str]] = [
+    ("no-token", {"id": "e1", "data": {}}, None, 401, "Unauthorized"),
+    ("wrong-token", {"id": "e2", "data": {}}, "nope", 401, "Unauthorized"),
+    ("not-json", b"{not json", TOKEN, 400, "InvalidJSON"),
+    ("deep-json", b"[" * 100_000, TOKEN, 400, "InvalidJSON"),
+    ("array-body", b"[1, 2]", TOKEN, 400, "InvalidJSON"),
+    (
+        "missing-id",
+        {"data": {"workload": "echo-result", "input": "x"}},
+        TOKEN,
+        400,
+        "MissingJobRunID",
+    ),
+    ("bool-id", {"id": True, "data": {}}, TOKEN, 400, "MissingJobRunID"),
+    ("data-not-object", {"id": "e3", "data": [1]}, TOKEN, 400, "InvalidInput"),
+    (
+        "no-workload",
+        {"id": "e4", "data": {"inputs": ["x"]}},
+        TOKEN,
+        400,
+        "InvalidInput",
+    ),
+    (
+        "inputs-not-strings",
+        {"id": "e5", "data": {"workload": "echo-result", "inputs": [1]}},
+        TOKEN,
+        400,
+        "InvalidInput",
+    ),
+    (
+        "request-not-json",
+        {"id": "e6", "data": {"request": "{"}},
+        TOKEN,
+        400,
+        "InvalidInput",
+    ),
+    (
+        "unknown-worker",
+        {
+            "id": "e7",
+            "data": {"workload": "echo-result", "input": "x", "workerId": "ab" * 32},
+        },
+        TOKEN,
+        404,
+        "UnknownWorker",
+    ),
+    (
+        "unknown-workload",
+        {"id": "e8", "data": {"workload": "no-such", "input": "x"}},
+        TOKEN,
+        422,
+        "WorkOrderRefused",
+    ),
+    (
+        "workload-returns-nothing",
+        {"id": "e9", "data": {"workload": "test-nothing", "input": "x"}},
+        TOKEN,
+        422,
+        "WorkOrderRefused",
+    ),
+    (
+        "workload-refuses",
+        {"id": "e10", "data": {"workload": "price-median", "input": "[]"}},
+        TOKEN,
+        422,
+        "WorkOrderRefused",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "token", "status", "name"),
+    [case[1:] for case in ERROR_CASES],
+    ids=[case[0] for case in ERROR_CASES],
+)
+async def test_errors_are_named_with_their_status(
+    adapter: Adapter, body: Any, token: str | None, status: int, name: str
+) -> None:
+    """Each cause of failure has its own HTTP status and error name, carries the jobRunID, and no trace."""
+    raw = isinstance(body, bytes)
+    got, answer = await adapter.post(body, token=token, raw=raw)
+
+    assert (got, answer["statusCode"]) == (status, status)
+    assert answer["status"] == "errored"
+    assert answer["error"]["name"] == name
+    if isinstance(body, dict) and isinstance(body.get("id"), str) and token == TOKEN:
+        assert answer["jobRunID"] == body["id"]
+    assert "Traceback" not in json.dumps(answer)
+
+
+async def test_body_over_the_limit(adapter: Adapter) -> None:
+    """A body over the adapter's limit (1 MiB) is refused as PayloadTooLarge; 10 MiB too."""
+    for size in (1024 * 1024 + 1, 10 * 1024 * 1024):
+        body = b'{"id": "big", "data": {"input": "' + b"x" * size + b'"}}'
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with adapter.http.post(
+            adapter.url, data=io.BytesIO(body), headers=headers
+        ) as answer:
+            assert answer.status == 413
+            assert (await answer.json())["error"]["name"] == "PayloadTooLarge"
+
+
+async def test_response_url_off_the_allow_list_is_never_called(
+    adapter: Adapter,
+) -> None:
+    """A responseURL whose host:port is not allow-listed is refused, runs no work order, and gets no request."""
+    async with run_catcher() as stranger:
+        done = adapter.pool.stats().done
+        status, answer = await adapter.post(
+            {
+                "id": "run-stranger",
+                "data": {"workload": "test-sleep", "input": "0.1"},
+                "responseURL": stranger.url + "v2/resume/run-stranger",
+            }
+        )
+        await asyncio.sleep(0.5)
+
+        assert status == 403 and answer["error"]["name"] == "ResponseURLNotAllowed"
+        assert stranger.seen == []
+        assert adapter.pool.stats().done == done
+
+
+async def test_long_job_answers_pending_then_patches(adapter: Adapter) -> None:
+    """A job still running after pending_after_s answers pending at once; the result is PATCHed to responseURL."""
+    url = adapter.catcher.url + "v2/resume/run-long"
+    status, answer = await adapter.post(
+        {
+            "id": "run-long",
+            "data": {"workload": "test-sleep", "input": "1.0"},
+            "responseURL": url,
+        }
+    )
+    assert status == 200
+    assert answer == {"jobRunID": "run-long", "pending": True, "statusCode": 200}
+
+    for _ in range(100):
+        if any(path == "/v2/resume/run-long" for _, path, _ in adapter.catcher.seen):
+            break
+        await asyncio.sleep(0.05)
+    method, _, body = next(
+        s for s in adapter.catcher.seen if s[1] == "/v2/resume/run-long"
+    )
+    patched = json.loads(body)
+    assert method == "PATCH"
+    assert patched["jobRunID"] == "run-long"
+    assert patched["value"] == patched["result"] == "slept"
+    assert patched["error"] is None
+
+
+async def test_worker_that_times_out(
+    tmp_path: Path, sealed_worker: SealedIdentity
+) -> None:
+    """A work order past the execution cap answers WorkOrderTimeout (504)."""
+    async with run_adapter(tmp_path, sealed_worker, execution_timeout_s=0.5) as short:
+        status, answer = await short.post(
+            {"id": "run-timeout", "data": {"workload": "test-sleep", "input": "20"}}
+        )
+
+    assert status == 504
+    assert answer["error"]["name"] == "WorkOrderTimeout"
+    assert answer["jobRunID"] == "run-timeout"
