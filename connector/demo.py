@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -84,13 +85,20 @@ def _tcbridge(config: Path, env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-async def _submit_all(rpc_url: str, deployment: dict[str, object], worker_ids: list[str],
+async def _submit_and_verify(rpc_url: str, deployment: dict[str, object], worker_ids: list[str],
+                             count: int, timeout: float) -> list[Row]:
+    async with JsonRpcClient(rpc_url) as rpc:
+        items = await _submit_all(rpc, deployment, worker_ids, count)
+        print(f"submitted {len(items)} work orders; waiting for their completions", flush=True)
+        await _wait_and_verify(items, timeout)
+    return [row for row, _, _ in items]
+
+
+async def _submit_all(rpc: JsonRpcClient, deployment: dict[str, object], worker_ids: list[str],
                       count: int) -> list[tuple[Row, EthereumRequester, Submitted]]:
     contracts = deployment["contracts"]
     assert isinstance(contracts, dict)
     out = []
-    rpc = JsonRpcClient(rpc_url)
-    await rpc.open()
     requesters = [
         EthereumRequester(rpc, bytes.fromhex(DEV_PRIVATE_KEYS[2 + i % 4][2:]), 31337,
                           contracts["WorkOrderRegistry"], contracts["WorkerRegistry"])
@@ -128,7 +136,6 @@ async def _wait_and_verify(items: list[tuple[Row, EthereumRequester, Submitted]]
             row.verified = row.verified and received and status == 0 and response == completion.response
 
     await asyncio.gather(*(one(*item) for item in items))
-    await items[0][1].rpc.close()
 
 
 def _print_table(rows: list[Row]) -> None:
@@ -177,9 +184,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"bridge pid {bridge.pid}, log {log_path}")
         try:
-            items = asyncio.run(_submit_all(node.url, deployment, worker_ids, args.count))
-            print(f"submitted {len(items)} work orders; waiting for their completions")
-            asyncio.run(_wait_and_verify(items, args.timeout))
+            rows = asyncio.run(
+                _submit_and_verify(node.url, deployment, worker_ids, args.count, args.timeout)
+            )
         finally:
             bridge.send_signal(signal.SIGTERM)
             try:
@@ -187,11 +194,12 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 bridge.kill()
                 bridge.wait()
-        rows = [row for row, _, _ in items]
         _print_table(rows)
     ok = sum(1 for r in rows if r.verified)
-    if ok != len(rows) or not args.keep:
-        pass
+    if not args.keep and ok == len(rows):
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        print(f"kept {folder} (bridge.log holds the bridge's log)")
     print(f"verified {ok}/{len(rows)} work orders")
     return 0 if ok == len(rows) else 1
 

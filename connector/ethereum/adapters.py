@@ -84,6 +84,7 @@ class StoreWatcherSink:
             tx_hash=event.ref.tx_hash,
             log_index=event.ref.log_index,
             requester_address=event.requester,
+            callback_gas=event.callback_gas,
             skipped=worker not in self.our_workers,
         )
 
@@ -117,6 +118,7 @@ class StoreSubmitterAdapter:
                 order.ref.order_key, order.result.status, order.result.response,
                 order.result.signature, order.requester_address or "",
                 order.updated_at.timestamp() - time.time() + self.clock(),
+                order.callback_gas,
             ))
         return out
 

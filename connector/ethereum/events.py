@@ -14,7 +14,7 @@ from typing import Any
 
 from eth_utils import keccak, to_checksum_address
 
-SUBMITTED_SIG = "WorkOrderSubmitted(bytes32,bytes32,bytes32,bytes32,address,bytes)"
+SUBMITTED_SIG = "WorkOrderSubmitted(bytes32,bytes32,bytes32,bytes32,address,uint32,bytes)"
 COMPLETED_SIG = "WorkOrderCompleted(bytes32,bytes32,bytes32,uint256,bytes)"
 SKIPPED_SIG = "CompletionSkipped(bytes32,uint8)"
 CANCELLED_SIG = "WorkOrderCancelled(bytes32,bytes32)"
@@ -48,6 +48,7 @@ class WorkOrderSubmitted:
     worker_id: bytes
     requester_id: bytes
     requester: str
+    callback_gas: int
     request: bytes
 
 
@@ -137,8 +138,11 @@ def _submitted(ref: LogRef, words: list[bytes], data: bytes) -> WorkOrderSubmitt
     _expect_topics(words, 3)
     order_key = _slice(data, 0, 32)
     requester = _address(data, 32)
-    request = _dynamic_bytes(data, 64, head_words=3)
-    return WorkOrderSubmitted(ref, order_key, words[0], words[1], words[2], requester, request)
+    callback_gas = _uint(data, 64, bits=32, total=None)
+    request = _dynamic_bytes(data, 96, head_words=4)
+    return WorkOrderSubmitted(
+        ref, order_key, words[0], words[1], words[2], requester, callback_gas, request
+    )
 
 
 def _completed(ref: LogRef, words: list[bytes], data: bytes) -> WorkOrderCompleted:

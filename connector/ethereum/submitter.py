@@ -54,6 +54,9 @@ ITEM_OVERHEAD_BYTES = 256
 # inclusion (another order in the batch completed by someone else).
 GAS_HEADROOM = 1.25
 GWEI = 10**9
+# The registry's COMPLETION_RESERVE and COMPLETION_RESERVE_PER_BYTE.
+CALLBACK_RESERVE = 60_000
+CALLBACK_RESERVE_PER_BYTE = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,7 @@ class ReadyResult:
     signature: bytes
     requester: str = ""
     ready_at: float = 0.0
+    callback_gas: int = 0
 
     def completion(self) -> Completion:
         return Completion(self.order_key, self.status, self.response, self.signature)
@@ -73,6 +77,23 @@ class ReadyResult:
     @property
     def size(self) -> int:
         return len(self.response) + len(self.signature) + ITEM_OVERHEAD_BYTES
+
+    @property
+    def callback_allowance(self) -> int:
+        """Gas the registry demands be left for this item's callback.
+
+        ``eth_estimateGas`` on a batch finds the cheapest way to succeed, and
+        for a batch that is to skip every callback (CompletionSkipped reason
+        5), so the allowance is added to the estimate. It mirrors the
+        registry's own check: callback gas + 1/63 of it + a fixed reserve +
+        16 gas per response byte.
+        """
+        if not self.callback_gas:
+            return 0
+        return (
+            self.callback_gas + self.callback_gas // 63 + CALLBACK_RESERVE
+            + CALLBACK_RESERVE_PER_BYTE * len(self.response)
+        )
 
 
 @dataclass
@@ -317,7 +338,7 @@ class Submitter:
 
     async def _send_batch(self, batch: list[ReadyResult]) -> int:
         data = encode_completion_call([r.completion() for r in batch])
-        gas = await self._estimate(data)
+        gas = await self._estimate(data, sum(r.callback_allowance for r in batch))
         if gas is None:
             if len(batch) == 1:
                 return 0
@@ -344,7 +365,7 @@ class Submitter:
         log.debug("sent %d completions in tx %s (nonce %d)", len(batch), signed.hash, signed.nonce)
         return len(batch)
 
-    async def _estimate(self, data: bytes) -> int | None:
+    async def _estimate(self, data: bytes, allowance: int = 0) -> int | None:
         try:
             est = await self.rpc.call(
                 "eth_estimateGas",
@@ -354,7 +375,7 @@ class Submitter:
             log.error("completion would revert (%s); not sending it", exc.rpc_message)
             self.stats.last_error = exc.rpc_message
             return None
-        gas = int(int(est, 16) * GAS_HEADROOM)
+        gas = int(int(est, 16) * GAS_HEADROOM) + allowance
         if gas > self.block_gas_limit:
             return None
         return gas

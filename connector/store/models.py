@@ -163,6 +163,8 @@ class WorkOrder(Base):
     deadline: Mapped[int | None] = mapped_column(BigInteger)
     # Revision 0002: the block of the confirmed WorkOrderCompleted event.
     completion_block: Mapped[int | None] = mapped_column(BigInteger)
+    # Revision 0003: gas the requester asked for its callback (0: none).
+    callback_gas: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class MalformedLog(Base):

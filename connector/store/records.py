@@ -74,6 +74,7 @@ class NewOrder:
     log_index: int
     requester_address: str | None = None
     deadline: int | None = None  # unix seconds
+    callback_gas: int = 0
     skipped: bool = False
 
 
@@ -167,6 +168,7 @@ class StoredOrder:
     deadline: int | None
     completion_block: int | None
     result: StoredResult | None
+    callback_gas: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -912,6 +912,7 @@ class WorkOrderStore:
                     "requester_id",
                     "requester_address",
                     "deadline",
+                    "callback_gas",
                 ):
                     values[name] = event[name]
             await self._move_one(
@@ -1308,6 +1309,7 @@ def _order_row(
         "received_at": now,
         "updated_at": now,
         "deadline": order.deadline,
+        "callback_gas": order.callback_gas,
     }
 
 
@@ -1333,6 +1335,7 @@ def _stored_order(order: m.WorkOrder, result: m.Result | None) -> StoredOrder:
         received_at=order.received_at,
         updated_at=order.updated_at,
         deadline=order.deadline,
+        callback_gas=order.callback_gas,
         completion_block=order.completion_block,
         result=None
         if result is None

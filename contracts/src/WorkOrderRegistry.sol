@@ -92,6 +92,7 @@ contract WorkOrderRegistry {
         bytes32 indexed requesterId,
         bytes32 orderKey,
         address requester,
+        uint32 callbackGas,
         bytes request
     );
     event WorkOrderCompleted(
@@ -159,7 +160,9 @@ contract WorkOrderRegistry {
         order.workerId = workerId;
         order.requestHash = keccak256(request);
         order.workOrderIdOrResponseHash = workOrderId;
-        emit WorkOrderSubmitted(workOrderId, workerId, requesterId, orderKey, msg.sender, request);
+        emit WorkOrderSubmitted(
+            workOrderId, workerId, requesterId, orderKey, msg.sender, callbackGas, request
+        );
     }
 
     function workOrderComplete(

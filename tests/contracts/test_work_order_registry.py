@@ -28,7 +28,7 @@ def test_submit_stores_hashes_and_emits_the_request(env: Env) -> None:
     """Submit stores the request hash and the worker's signer; the request travels in the event."""
     work_order_id = env.next_id()
     call = env.orders.functions.workOrderSubmit(
-        work_order_id, WORKER_ID, keccak(b"rid"), REQUEST, FAR_DEADLINE, 0
+        work_order_id, WORKER_ID, keccak(b"rid"), REQUEST, FAR_DEADLINE, 12_345
     )
     receipt = env.transact(call, env.requester)
     key = order_key(env.requester, work_order_id)
@@ -40,6 +40,7 @@ def test_submit_stores_hashes_and_emits_the_request(env: Env) -> None:
         "requesterId": keccak(b"rid"),
         "orderKey": key,
         "requester": env.requester,
+        "callbackGas": 12_345,
         "request": REQUEST,
     }
     got = env.get(key)

@@ -39,7 +39,7 @@ def test_completed_log_decodes_status_and_response() -> None:
 def _bad_length() -> dict[str, object]:
     raw = submitted_log(b"abcdef") | POSITION
     data = bytearray(bytes.fromhex(str(raw["data"])[2:]))
-    data[96 + 31] = 200  # declares 200 bytes, carries 6
+    data[128 + 31] = 200  # declares 200 bytes, carries 6
     return raw | {"data": "0x" + data.hex()}
 
 
@@ -49,7 +49,7 @@ def _extra_topic() -> dict[str, object]:
 
 
 def _dirty_address() -> dict[str, object]:
-    data = abi_encode(["bytes32", "uint256", "bytes"], [b"\x00" * 32, 2**200, b"x"])
+    data = abi_encode(["bytes32", "uint256", "uint32", "bytes"], [b"\x00" * 32, 2**200, 0, b"x"])
     return submitted_log(b"x") | POSITION | {"data": "0x" + data.hex()}
 
 
@@ -65,7 +65,7 @@ def _not_hex() -> dict[str, object]:
 def _bad_offset() -> dict[str, object]:
     raw = submitted_log(b"abc") | POSITION
     data = bytearray(bytes.fromhex(str(raw["data"])[2:]))
-    data[64 + 31] = 0x40
+    data[96 + 31] = 0x40
     return raw | {"data": "0x" + data.hex()}
 
 

@@ -19,7 +19,12 @@ def ref(n: int) -> OrderRef:
 
 
 def order(
-    n: int, *, block: int = 10, request: bytes | None = None, skipped: bool = False
+    n: int,
+    *,
+    block: int = 10,
+    request: bytes | None = None,
+    skipped: bool = False,
+    callback_gas: int = 0,
 ) -> NewOrder:
     body = request if request is not None else b'{"workOrderId": "%d"}' % n
     return NewOrder(
@@ -35,6 +40,7 @@ def order(
         log_index=n,
         requester_address="0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
         skipped=skipped,
+        callback_gas=callback_gas,
     )
 
 

@@ -108,7 +108,7 @@ def _index_names(connection: Connection) -> set[str]:
 async def test_upgrade_keeps_rows_and_the_new_column_works(
     empty_url: str, clock: FakeClock
 ) -> None:
-    """Rows written at revision 0001 survive the upgrade; 0002's column is usable."""
+    """Rows written at revision 0001 survive the upgrade; 0002's and 0003's columns work."""
     engine = create_engine(empty_url)
     try:
         await upgrade(engine, "0001")
@@ -125,6 +125,7 @@ async def test_upgrade_keeps_rows_and_the_new_column_works(
             survivor.state is State.SUBMITTED and survivor.request == b"old request 1"
         )
         assert survivor.received_at == T0 and survivor.completion_block is None
+        assert survivor.callback_gas == 0
         assert survivor.result is not None
         assert survivor.result.response == b"old response"
         point = await store.get_checkpoint(CHAIN, REGISTRY)
@@ -139,7 +140,7 @@ async def test_upgrade_keeps_rows_and_the_new_column_works(
 
     engine = create_engine(empty_url)
     try:
-        assert await current_revision(engine) == "0002"
+        assert await current_revision(engine) == "0003"
         async with engine.connect() as connection:
             assert "ix_work_orders_state_updated" in await connection.run_sync(
                 _index_names

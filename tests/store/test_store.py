@@ -317,6 +317,17 @@ async def test_save_result_checks_the_claimer(store: WorkOrderStore) -> None:
         )
 
 
+async def test_callback_gas_is_kept_with_the_order(store: WorkOrderStore) -> None:
+    """The callback gas from the submit event comes back with the order for the submitter."""
+    await store.record_events(
+        CHAIN, REGISTRY, [order(1, callback_gas=1_500_000)], checkpoint_block=10
+    )
+
+    stored = await store.get_order(ref(1))
+
+    assert stored is not None and stored.callback_gas == 1_500_000
+
+
 async def test_unknown_order_is_a_store_error(store: WorkOrderStore) -> None:
     """Moving an order the store never saw says so instead of passing silently."""
     with pytest.raises(StoreError, match="record its event first"):

@@ -19,10 +19,13 @@ def submitted_log(
     requester_id: bytes = b"\x02" * 32,
     requester: str = "0x" + "cd" * 20,
     order_key: bytes | None = None,
+    callback_gas: int = 0,
 ) -> dict[str, object]:
     work_order_id = work_order_id or os.urandom(32)
     order_key = order_key or os.urandom(32)
-    data = abi_encode(["bytes32", "address", "bytes"], [order_key, requester, request])
+    data = abi_encode(
+        ["bytes32", "address", "uint32", "bytes"], [order_key, requester, callback_gas, request]
+    )
     return {
         "address": REGISTRY,
         "topics": [
