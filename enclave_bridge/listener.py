@@ -83,7 +83,6 @@ from enclave_bridge.listener_schema import (
     check_params,
     invalid_params,
     parse_envelope,
-    peek_rpc_id,
     url_allowed,
 )
 from enclave_bridge.pool import PoolJob, PoolResult, Target, WorkerPublicRecord
@@ -181,7 +180,9 @@ class ListenerStats:
     notifications_blocked: int = 0
 
 
-Handler = Callable[[RpcCall, web.Request], Awaitable[dict[str, Any]]]
+# A handler answers a JSON-RPC object, or the exact bytes to send (a pool answer).
+Answer = dict[str, Any] | bytes
+Handler = Callable[[RpcCall, web.Request], Awaitable[Answer]]
 
 
 class EeaListener:
@@ -273,8 +274,8 @@ class EeaListener:
         call: RpcCall | None = None
         try:
             raw = await self._read_body(request)
-            rpc_id = peek_rpc_id(raw)
             call = parse_envelope(raw)
+            rpc_id = call.rpc_id
             handler = self._methods.get(call.method)
             if handler is None:
                 raise RpcFailure(
@@ -287,7 +288,9 @@ class EeaListener:
             self.stats.refused += 1
             if failure.work_order_id is None and call is not None:
                 failure.work_order_id = _short(call.params.get("workOrderId"))
-            body = _error_body(rpc_id, failure)
+            body = _error_body(
+                rpc_id if failure.rpc_id is None else failure.rpc_id, failure
+            )
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -300,8 +303,10 @@ class EeaListener:
                     jsonrpc_code=INTERNAL_ERROR,
                 ),
             )
+        if not isinstance(body, bytes):
+            body = json.dumps(body, separators=(",", ":")).encode()
         return web.Response(
-            body=json.dumps(body, separators=(",", ":")).encode(),
+            body=body,
             content_type="application/json",
         )
 
@@ -477,9 +482,7 @@ class EeaListener:
 
     # --- work orders ---------------------------------------------------------------
 
-    async def _work_order_submit(
-        self, call: RpcCall, request: web.Request
-    ) -> dict[str, Any]:
+    async def _work_order_submit(self, call: RpcCall, request: web.Request) -> Answer:
         if any(name in call.params for name in PROXY_FIELDS):
             return await self._proxy_submit(call, request)
 
@@ -497,15 +500,9 @@ class EeaListener:
                 work_order_id,
             )
 
-        envelope = {
-            "jsonrpc": "2.0",
-            "method": "WorkOrderSubmit",
-            "id": call.rpc_id,
-            "params": dict(call.params),
-        }
-        body = json.dumps(envelope, separators=(",", ":")).encode(
-            "utf-8", "surrogatepass"
-        )
+        # The body as received is the request: the pool parses it again in its
+        # own process, and its answer then carries this call's id unchanged.
+        body = call.raw
         # responseTimeoutMSecs bounds how long the caller waits, not how long the
         # order may run: past it the order goes on and the answer is "scheduled".
         timeout_ms = parsed.response_timeout_msecs or 0
@@ -515,7 +512,7 @@ class EeaListener:
             work_order_id=work_order_id,
             request=body,
             request_sha256=hashlib.sha256(body).digest(),
-            eea_request_hash=crypto.request_hash(parsed).hex(),
+            eea_request_hash="",
             requester_id=parsed.requester_id.lower(),
             verifying_key=parsed.verifying_key or "",
             target=None,
@@ -535,9 +532,7 @@ class EeaListener:
         task = self._launch(row, None, parsed.notify_uri)
         return await self._answer_when_done(call, task, row, timeout_ms / 1000)
 
-    async def _proxy_submit(
-        self, call: RpcCall, request: web.Request
-    ) -> dict[str, Any]:
+    async def _proxy_submit(self, call: RpcCall, request: web.Request) -> Answer:
         self._check_token(
             request, self.settings.proxy_token, "the proxy-model extension"
         )
@@ -641,7 +636,7 @@ class EeaListener:
         task: asyncio.Task[PoolResult] | None,
         row: OrderRow,
         wait_s: float,
-    ) -> dict[str, Any]:
+    ) -> Answer:
         wait_s = min(wait_s, self.settings.max_sync_wait_s)
         if task is not None and wait_s > 0:
             done, _ = await asyncio.wait({task}, timeout=wait_s)
@@ -654,6 +649,8 @@ class EeaListener:
                 )
         stored = self.book.order(row.key)
         if stored is not None and stored.state == "done":
+            if stored.request == call.raw and stored.response and not stored.extension:
+                return stored.response
             return _stored_answer(call, stored)
         raise RpcFailure(
             WorkOrderStatus.SCHEDULED,
@@ -731,7 +728,7 @@ class EeaListener:
                     "requesterId is not the work order's requester",
                     work_order_id=work_order_id,
                 )
-            if order.eea_request_hash != params["workOrderRequestHash"].lower():
+            if _request_hash_hex(order) != params["workOrderRequestHash"].lower():
                 raise invalid_params(
                     "workOrderRequestHash is not the work order's request hash",
                     work_order_id,
@@ -934,6 +931,11 @@ def _peek(raw: bytes, name: str) -> Any:
         return None
     params = document.get("params", document)
     return params.get(name) if isinstance(params, dict) else None
+
+
+def _request_hash_hex(order: OrderRow) -> str:
+    """EEA request hash of a stored direct-model order (receipts are rare: no cache)."""
+    return crypto.request_hash(parse_request(order.request)).hex()
 
 
 def _same_key(pem: str, key: Any) -> bool:

@@ -47,12 +47,15 @@ class RpcFailure(Exception):
         *,
         work_order_id: str | None = None,
         jsonrpc_code: int | None = None,
+        rpc_id: int | str | None = None,
     ) -> None:
         super().__init__(message)
         self.code = int(code)
         self.message = message
         self.work_order_id = work_order_id
         self.jsonrpc_code = jsonrpc_code
+        # The request's id, when the envelope got far enough to show one.
+        self.rpc_id = rpc_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,8 @@ class RpcCall:
     method: str
     rpc_id: int | str
     params: Mapping[str, Any]
+    # The body as received (WorkOrderSubmit hands it to the pool unchanged).
+    raw: bytes = b""
 
 
 def invalid_params(message: str, work_order_id: str | None = None) -> RpcFailure:
@@ -93,8 +98,6 @@ def parse_envelope(raw: bytes) -> RpcCall:
         raise _bad_envelope("the body is not a JSON-RPC request object")
 
     work_order_id = _peek_work_order_id(document)
-    if document.get("jsonrpc") != "2.0":
-        raise _bad_envelope('"jsonrpc" must be "2.0"', work_order_id)
     rpc_id = document.get("id")
     if isinstance(rpc_id, bool) or not isinstance(rpc_id, int | str):
         raise _bad_envelope(
@@ -102,28 +105,18 @@ def parse_envelope(raw: bytes) -> RpcCall:
             "served: every EEA call has an answer)",
             work_order_id,
         )
+    if document.get("jsonrpc") != "2.0":
+        raise _bad_envelope('"jsonrpc" must be "2.0"', work_order_id, rpc_id)
     method = document.get("method")
     if not isinstance(method, str) or not method:
-        raise _bad_envelope('"method" must be a non-empty string', work_order_id)
+        raise _bad_envelope(
+            '"method" must be a non-empty string', work_order_id, rpc_id
+        )
     params = document.get("params", {})
     if not isinstance(params, dict):
-        raise _bad_envelope('"params" must be a JSON object', work_order_id)
+        raise _bad_envelope('"params" must be a JSON object', work_order_id, rpc_id)
 
-    return RpcCall(method=method, rpc_id=rpc_id, params=params)
-
-
-def peek_rpc_id(raw: bytes) -> int | str | None:
-    """The request's id for an error answer, when the body yields one cheaply."""
-    if not _shallow(raw):
-        return None
-    try:
-        document = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-    rpc_id = document.get("id") if isinstance(document, dict) else None
-    if isinstance(rpc_id, bool) or not isinstance(rpc_id, int | str):
-        return None
-    return rpc_id
+    return RpcCall(method=method, rpc_id=rpc_id, params=params, raw=raw)
 
 
 def _peek_work_order_id(document: Mapping[str, Any]) -> str | None:
@@ -134,12 +127,15 @@ def _peek_work_order_id(document: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) and len(value) <= 256 else None
 
 
-def _bad_envelope(message: str, work_order_id: str | None = None) -> RpcFailure:
+def _bad_envelope(
+    message: str, work_order_id: str | None = None, rpc_id: int | str | None = None
+) -> RpcFailure:
     return RpcFailure(
         EeaError.INVALID_PARAMETER,
         message,
         work_order_id=work_order_id,
         jsonrpc_code=INVALID_REQUEST,
+        rpc_id=rpc_id,
     )
 
 
