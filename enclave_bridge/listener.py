@@ -203,6 +203,9 @@ class EeaListener:
         self._running: dict[str, asyncio.Task[PoolResult]] = {}
         self._http: aiohttp.ClientSession | None = None
         self._notifications: set[asyncio.Task[None]] = set()
+        # Worker id (lower case) -> EEA status, mirrored from the book for the
+        # hot path; every write to a worker record goes through _put_worker.
+        self._worker_status: dict[str, int] = {}
         self._methods: dict[str, Handler] = {
             "WorkerLookUp": self._worker_lookup,
             "WorkerLookUpNext": self._worker_lookup,
@@ -231,7 +234,7 @@ class EeaListener:
         )
         for worker_id, record in self.backend.worker_records().items():
             stored = self.book.worker(worker_id)
-            self.book.put_worker(
+            self._put_worker(
                 worker_id,
                 {
                     "workerType": TEE_WORKER_TYPE,
@@ -244,6 +247,9 @@ class EeaListener:
                     "pool": True,
                 },
             )
+        for worker_id, stored_record in self.book.workers():
+            status = stored_record.get("status", WORKER_ACTIVE)
+            self._worker_status[worker_id] = int(status)
         for row in self.book.pending_orders():
             log.info("resuming direct work order %s", row.work_order_id)
             self._launch(row, _target_from_json(row.target), None)
@@ -339,6 +345,10 @@ class EeaListener:
                 f"{what} needs the operator's bearer token (Authorization header)",
             )
 
+    def _put_worker(self, worker_id: str, record: Mapping[str, Any]) -> None:
+        self.book.put_worker(worker_id, record)
+        self._worker_status[worker_id.lower()] = int(record["status"])
+
     # --- workers -----------------------------------------------------------------
 
     async def _worker_lookup(self, call: RpcCall, _: web.Request) -> dict[str, Any]:
@@ -408,6 +418,7 @@ class EeaListener:
         }
         if not self.book.add_worker(params["workerId"], record):
             raise invalid_params(f"workerId {params['workerId']} is already registered")
+        self._worker_status[params["workerId"].lower()] = WORKER_ACTIVE
         log.info("worker %s registered through the listener", params["workerId"])
         return _generic(call, "worker registered")
 
@@ -422,7 +433,7 @@ class EeaListener:
             # A pool worker's keys and evidence come from the pool, never a caller.
             details["workerTypeData"] = record["details"].get("workerTypeData", {})
         record["details"] = details
-        self.book.put_worker(params["workerId"], record)
+        self._put_worker(params["workerId"], record)
         return _generic(call, "worker details updated")
 
     async def _worker_set_status(
@@ -434,7 +445,7 @@ class EeaListener:
             raise invalid_params("WorkerSetStatus: status must be 1, 2, 3 or 4")
         record = self._known_worker(params["workerId"])
         record["status"] = params["status"]
-        self.book.put_worker(params["workerId"], record)
+        self._put_worker(params["workerId"], record)
         log.info("worker %s status set to %d", params["workerId"], params["status"])
         return _generic(call, "worker status set")
 
@@ -493,10 +504,10 @@ class EeaListener:
                 exc.code, str(exc), work_order_id=_short(call.params.get("workOrderId"))
             ) from None
         work_order_id = parsed.work_order_id
-        worker = self.book.worker(parsed.worker_id)
-        if worker is not None and worker.get("status") != WORKER_ACTIVE:
+        status = self._worker_status.get(parsed.worker_id.lower())
+        if status is not None and status != WORKER_ACTIVE:
             raise invalid_params(
-                f"worker {parsed.worker_id} is not active (status {worker.get('status')})",
+                f"worker {parsed.worker_id} is not active (status {status})",
                 work_order_id,
             )
 
@@ -647,6 +658,9 @@ class EeaListener:
                     "retried, ask WorkOrderGetResult later",
                     work_order_id=row.work_order_id,
                 )
+            if task in done and row.request == call.raw and row.target is None:
+                # The pool answered this very body: its bytes carry this call's id.
+                return task.result().response_bytes
         stored = self.book.order(row.key)
         if stored is not None and stored.state == "done":
             if stored.request == call.raw and stored.response and not stored.extension:
