@@ -39,6 +39,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -100,12 +101,20 @@ class AdapterSettings:
     def from_config(
         cls, config: Any, env: Mapping[str, str] | None = None
     ) -> AdapterSettings:
-        import os
-
         from connector.config import read_secret
 
         section = config.chainlink
-        environment = os.environ if env is None else env
+        callback = None
+        if section.callback_token_file or (env or os.environ).get(
+            "TCBRIDGE_CHAINLINK_CALLBACK_TOKEN"
+        ):
+            callback = read_secret(
+                "Chainlink callback token",
+                section.callback_token_file,
+                "TCBRIDGE_CHAINLINK_CALLBACK_TOKEN",
+                config,
+                env,
+            )
         return cls(
             bridge_token=read_secret(
                 "Chainlink bridge token",
@@ -114,7 +123,7 @@ class AdapterSettings:
                 config,
                 env,
             ),
-            callback_token=environment.get("TCBRIDGE_CHAINLINK_CALLBACK_TOKEN") or None,
+            callback_token=callback,
             max_body_bytes=section.max_body_bytes,
             default_worker_id=section.default_worker_id,
             pending_after_s=section.pending_after_s,

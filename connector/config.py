@@ -140,6 +140,9 @@ class ChainlinkSection:
     # The token the Chainlink node's bridge sends: a file, or
     # TCBRIDGE_CHAINLINK_BRIDGE_TOKEN; without one every call is refused.
     bridge_token_file: str = ""
+    # The node's incoming bridge token, sent on the PATCH to responseURL: a
+    # file, or TCBRIDGE_CHAINLINK_CALLBACK_TOKEN; optional.
+    callback_token_file: str = ""
 
 
 @dataclass
