@@ -20,6 +20,7 @@ and everything already signed stays in the store for the next run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -38,7 +39,12 @@ from connector.ethereum.watcher import LogWatcher
 from connector.ops import HealthSnapshot
 from connector.states import State
 from connector.store import StoredOrder, WorkOrderStore
-from enclave_bridge.errors import ChainError, ConfigurationError, NodeUnavailable, StoreError
+from enclave_bridge.errors import (
+    ChainError,
+    ConfigurationError,
+    NodeUnavailable,
+    StoreError,
+)
 from enclave_bridge.pool import EnclavePool, Target
 from enclave_bridge.processor import EthereumTarget
 from enclave_bridge.result_signature import EthereumDomain
@@ -73,6 +79,8 @@ class BridgeSettings:
     lag_threshold: int = 20
     min_balance_wei: int = 10**17
     paused_flag: Path | None = None
+    requester_allowlist: tuple[str, ...] = ()
+    gas_cap_per_requester_hour: int = 0
 
 
 class EthereumBridge:
@@ -91,26 +99,48 @@ class EthereumBridge:
         self.domain = EthereumDomain(settings.chain_id, settings.work_order_registry)
         self.signer = TxSigner(relayer_key, settings.chain_id)
         self.health = HealthSnapshot(
-            lag_threshold=settings.lag_threshold, min_balance_wei=settings.min_balance_wei
+            lag_threshold=settings.lag_threshold,
+            min_balance_wei=settings.min_balance_wei,
         )
         workers = list(pool.worker_records())
-        self.sink = StoreWatcherSink(store, settings.chain_id, settings.work_order_registry, workers)
+        self.sink = StoreWatcherSink(
+            store,
+            settings.chain_id,
+            settings.work_order_registry,
+            workers,
+            requester_allowlist=settings.requester_allowlist,
+        )
         self.watcher = LogWatcher(
-            rpc, settings.work_order_registry, self.sink,
-            confirmations=settings.confirmations, start_block=settings.start_block,
+            rpc,
+            settings.work_order_registry,
+            self.sink,
+            confirmations=settings.confirmations,
+            start_block=settings.start_block,
             max_range=settings.max_block_range,
         )
         self.submitter = Submitter(
-            rpc, self.signer, settings.work_order_registry,
-            StoreSubmitterAdapter(store, settings.chain_id, settings.work_order_registry),
-            max_items=settings.max_items, max_bytes=settings.max_bytes,
-            batch_wait_s=settings.batch_wait_s, fee_cap_wei=settings.fee_cap_wei,
-            bump_percent=settings.bump_percent, stuck_after_s=settings.stuck_after_s,
+            rpc,
+            self.signer,
+            settings.work_order_registry,
+            StoreSubmitterAdapter(
+                store, settings.chain_id, settings.work_order_registry
+            ),
+            max_items=settings.max_items,
+            max_bytes=settings.max_bytes,
+            batch_wait_s=settings.batch_wait_s,
+            fee_cap_wei=settings.fee_cap_wei,
+            bump_percent=settings.bump_percent,
+            stuck_after_s=settings.stuck_after_s,
+            gas_cap_per_requester_hour=settings.gas_cap_per_requester_hour,
         )
         concurrency = settings.concurrency or pool.size * pool.depth * 2
         self.dispatcher = Dispatcher(
-            store, pool, self._target_for, claimer=settings.claimer,
-            concurrency=concurrency, max_seconds=settings.execution_timeout_s,
+            store,
+            pool,
+            self._target_for,
+            claimer=settings.claimer,
+            concurrency=concurrency,
+            max_seconds=settings.execution_timeout_s,
             paused=self.paused,
         )
         self._failures: dict[str, int] = {}
@@ -149,7 +179,9 @@ class EthereumBridge:
         for worker_id, record in self.pool.worker_records().items():
             data = WORKER_SIGNER + abi_encode(["bytes32"], [bytes.fromhex(worker_id)])
             raw = await self.rpc.call(
-                "eth_call", {"to": self.settings.worker_registry, "data": "0x" + data.hex()}, "latest"
+                "eth_call",
+                {"to": self.settings.worker_registry, "data": "0x" + data.hex()},
+                "latest",
             )
             signer, status = abi_decode(["address", "uint256"], bytes.fromhex(raw[2:]))
             if int(signer, 16) == 0:
@@ -160,10 +192,13 @@ class EthereumBridge:
                     f" pool's key has {record.signing_address}"
                 )
             elif status != WORKER_ACTIVE:
-                problems.append(f"worker {worker_id} has status {status}, not ACTIVE (1)")
+                problems.append(
+                    f"worker {worker_id} has status {status}, not ACTIVE (1)"
+                )
         if problems:
             raise ConfigurationError(
-                "the worker registry does not match the pool: " + "; ".join(problems)
+                "the worker registry does not match the pool: "
+                + "; ".join(problems)
                 + ". Run `tcbridge worker register --config FILE` with the operator key."
             )
 
@@ -175,7 +210,9 @@ class EthereumBridge:
         await self.dispatcher.recover()
         log.info(
             "bridge started on chain %d, registry %s, relayer %s, %d pool processes",
-            self.settings.chain_id, self.settings.work_order_registry, self.signer.address,
+            self.settings.chain_id,
+            self.settings.work_order_registry,
+            self.signer.address,
             self.pool.size,
         )
         async with asyncio.TaskGroup() as tg:
@@ -206,7 +243,9 @@ class EthereumBridge:
         queue_age = await self.store.oldest_age(State.RECEIVED)
         self.health.metrics = {
             "watcher_lag_blocks": self.watcher.lag,
-            "watcher_checkpoint_block": self.watcher.checkpoint.block if self.watcher.checkpoint else -1,
+            "watcher_checkpoint_block": self.watcher.checkpoint.block
+            if self.watcher.checkpoint
+            else -1,
             "chain_head_block": self.watcher.head,
             "reorgs_total": self.watcher.reorgs,
             "work_orders": {(("state", s.value),): n for s, n in counts.items()},
@@ -224,8 +263,12 @@ class EthereumBridge:
         }
 
     async def _loop(
-        self, name: str, step: Callable[[], Awaitable[None]], stop: asyncio.Event,
-        *, interval: float | None = None,
+        self,
+        name: str,
+        step: Callable[[], Awaitable[None]],
+        stop: asyncio.Event,
+        *,
+        interval: float | None = None,
     ) -> None:
         interval = self.settings.poll_interval_s if interval is None else interval
         while not stop.is_set():
@@ -238,8 +281,13 @@ class EthereumBridge:
                 if isinstance(exc, NodeUnavailable):
                     self.health.node_reachable = False
                     self.health.node_error = str(exc)
-                log.warning("%s step failed (attempt %d, retry in %.1f s): %s",
-                            name, failures, delay, exc)
+                log.warning(
+                    "%s step failed (attempt %d, retry in %.1f s): %s",
+                    name,
+                    failures,
+                    delay,
+                    exc,
+                )
                 await _sleep_unless(stop, delay)
                 continue
             if self._failures.pop(name, 0):
@@ -251,8 +299,5 @@ class EthereumBridge:
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
-

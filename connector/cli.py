@@ -46,8 +46,13 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
-@click.option("--config", "config_path", envvar="TCBRIDGE_CONFIG", type=click.Path(dir_okay=False),
-              help="TOML configuration file (TCBRIDGE_CONFIG).")
+@click.option(
+    "--config",
+    "config_path",
+    envvar="TCBRIDGE_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="TOML configuration file (TCBRIDGE_CONFIG).",
+)
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR.")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, log_level: str | None) -> None:
@@ -73,9 +78,10 @@ def run(ctx: click.Context) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with runtime.open_bridge(config) as bridge, serve_ops(
-            lambda: bridge.health, config.ops.listen
-        ) as url:
+        async with (
+            runtime.open_bridge(config) as bridge,
+            serve_ops(lambda: bridge.health, config.ops.listen) as url,
+        ):
             (runtime.data_dir(config) / "ops.url").write_text(url)
             click.echo(f"ops server at {url}", err=True)
             await bridge.run(stop)
@@ -85,10 +91,18 @@ def run(ctx: click.Context) -> None:
 
 @main.command()
 @click.option("--key-file", help="Operator key file (else TCBRIDGE_OPERATOR_KEY).")
-@click.option("--with-consumer", is_flag=True, help="Also deploy the ExampleConsumer contract.")
-@click.option("--out", type=click.Path(dir_okay=False), help="Deployment file (default: the configured one).")
+@click.option(
+    "--with-consumer", is_flag=True, help="Also deploy the ExampleConsumer contract."
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="Deployment file (default: the configured one).",
+)
 @click.pass_context
-def deploy(ctx: click.Context, key_file: str | None, with_consumer: bool, out: str | None) -> None:
+def deploy(
+    ctx: click.Context, key_file: str | None, with_consumer: bool, out: str | None
+) -> None:
     """Deploy the registries and write the deployment file."""
     from eth_account import Account
     from web3 import Web3
@@ -115,7 +129,9 @@ def worker() -> None:
 
 
 @worker.command("create")
-@click.option("--name", required=True, help="Worker name; the worker id is SHA-256 of it.")
+@click.option(
+    "--name", required=True, help="Worker name; the worker id is SHA-256 of it."
+)
 @click.pass_context
 def worker_create(ctx: click.Context, name: str) -> None:
     """Generate a worker identity and seal it under the pool passphrase."""
@@ -129,8 +145,15 @@ def worker_create(ctx: click.Context, name: str) -> None:
     if path.exists():
         raise ConfigurationError(f"{path} exists already; pick another name")
     save_sealed(path, seal(keys, runtime.pool_passphrase(config)))
-    click.echo(json.dumps({"workerId": keys.worker_id, "signingAddress": keys.signing_address,
-                           "file": str(path)}))
+    click.echo(
+        json.dumps(
+            {
+                "workerId": keys.worker_id,
+                "signingAddress": keys.signing_address,
+                "file": str(path),
+            }
+        )
+    )
 
 
 def _records(config: Config) -> list[Any]:
@@ -173,26 +196,59 @@ def worker_register(ctx: click.Context, key_file: str | None) -> None:
 
 
 @main.command()
-@click.option("--workload", required=True, help="echo-result, heart-disease-eval, json-extract, price-median, ...")
-@click.option("--input", "inputs", multiple=True, required=True, help="One input item (repeatable).")
-@click.option("--worker-id", help="Worker to use (default: the first registered local identity).")
+@click.option(
+    "--workload",
+    required=True,
+    help="echo-result, heart-disease-eval, json-extract, price-median, ...",
+)
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    required=True,
+    help="One input item (repeatable).",
+)
+@click.option(
+    "--worker-id", help="Worker to use (default: the first registered local identity)."
+)
 @click.option("--key-file", help="Requester key file (else TCBRIDGE_REQUESTER_KEY).")
-@click.option("--wait/--no-wait", default=True, help="Wait for the completion and verify it.")
+@click.option(
+    "--wait/--no-wait", default=True, help="Wait for the completion and verify it."
+)
 @click.option("--timeout", default=120.0, show_default=True)
 @click.pass_context
-def submit(ctx: click.Context, workload: str, inputs: tuple[str, ...], worker_id: str | None,
-           key_file: str | None, wait: bool, timeout: float) -> None:
+def submit(
+    ctx: click.Context,
+    workload: str,
+    inputs: tuple[str, ...],
+    worker_id: str | None,
+    key_file: str | None,
+    wait: bool,
+    timeout: float,
+) -> None:
     """Submit a work order as a requester, wait for its result, verify and print it."""
     from connector.registry_ops import submit_and_wait
 
     config = _config(ctx)
-    text = read_secret("requester key", key_file or "", "TCBRIDGE_REQUESTER_KEY", config)
+    text = read_secret(
+        "requester key", key_file or "", "TCBRIDGE_REQUESTER_KEY", config
+    )
     key = runtime.hex_key(text, "requester key")
     if worker_id is None:
         worker_id = runtime.identities(config)[0].worker_id
     progress = sys.stderr.isatty()
-    out = _run(submit_and_wait(config, key, worker_id, workload, list(inputs),
-                               wait=wait, timeout=timeout, progress=progress))
+    out = _run(
+        submit_and_wait(
+            config,
+            key,
+            worker_id,
+            workload,
+            list(inputs),
+            wait=wait,
+            timeout=timeout,
+            progress=progress,
+        )
+    )
     click.echo(json.dumps(out, indent=2))
     if wait and not out.get("verified"):
         sys.exit(1)
@@ -224,7 +280,6 @@ def resume(ctx: click.Context) -> None:
     flag = runtime.paused_flag(_config(ctx))
     flag.unlink(missing_ok=True)
     click.echo("resumed")
-
 
 
 if __name__ == "__main__":

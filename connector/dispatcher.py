@@ -58,7 +58,9 @@ class Dispatcher:
         """Give back the claims an earlier run of this claimer left behind."""
         released = await self.store.release_claims(self.claimer)
         if released.requeued:
-            log.info("requeued %d orders claimed by a previous run", len(released.requeued))
+            log.info(
+                "requeued %d orders claimed by a previous run", len(released.requeued)
+            )
         for ref in released.exhausted:
             # Claimed twice and never answered: the pool answers it with an
             # error result now, so the requester is not left waiting.
@@ -92,7 +94,9 @@ class Dispatcher:
             self._tasks.discard(t)
             self.stats.in_flight = len(self._tasks)
             if not t.cancelled() and t.exception() is not None:
-                log.error("dispatch of %s failed: %s", order.work_order_id, t.exception())
+                log.error(
+                    "dispatch of %s failed: %s", order.work_order_id, t.exception()
+                )
                 self.stats.errors += 1
 
         task.add_done_callback(done)
@@ -100,30 +104,53 @@ class Dispatcher:
     async def _execute(self, order: StoredOrder, give_up: bool) -> None:
         if order.result is not None:
             # Made before the order was orphaned and seen again: keep it.
-            await self._save(order.ref, order.result.status, order.result.response,
-                             order.result.signature, order.result.request_hash)
+            await self._save(
+                order.ref,
+                order.result.status,
+                order.result.response,
+                order.result.signature,
+                order.result.request_hash,
+            )
             return
         self.stats.dispatched += 1
         job = PoolJob(
-            order_key=_job_key(order.ref), request=order.request,
-            target=self.target_for(order), max_seconds=0.0 if give_up else self.max_seconds,
+            order_key=_job_key(order.ref),
+            request=order.request,
+            target=self.target_for(order),
+            max_seconds=0.0 if give_up else self.max_seconds,
         )
         result = await self.pool.submit(job)
         if result.result_signature is None:
             log.error(
                 "work order %s: the pool could not sign a result for worker %s; "
                 "it stays claimed until the worker's identity is loaded",
-                order.work_order_id, order.worker_id,
+                order.work_order_id,
+                order.worker_id,
             )
             return
-        await self._save(order.ref, result.status, result.response_bytes,
-                         result.result_signature, result.request_hash or b"")
+        await self._save(
+            order.ref,
+            result.status,
+            result.response_bytes,
+            result.result_signature,
+            result.request_hash or b"",
+        )
 
-    async def _save(self, ref: OrderRef, status: int, response: bytes, signature: bytes,
-                    request_hash: bytes) -> None:
+    async def _save(
+        self,
+        ref: OrderRef,
+        status: int,
+        response: bytes,
+        signature: bytes,
+        request_hash: bytes,
+    ) -> None:
         await self.store.save_result(
-            ref, status=status, response=response, signature=signature,
-            request_hash=request_hash, claimer=self.claimer,
+            ref,
+            status=status,
+            response=response,
+            signature=signature,
+            request_hash=request_hash,
+            claimer=self.claimer,
         )
         self.stats.results += 1
 
@@ -145,7 +172,9 @@ def _job_key(ref: OrderRef) -> str:
 async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, timeout: float) -> None:
     waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
     try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
     finally:
         for w in waiters:
             w.cancel()

@@ -35,7 +35,9 @@ class HealthSnapshot:
         if not self.node_reachable:
             out.append(f"node unreachable: {self.node_error}")
         if self.lag_blocks > self.lag_threshold:
-            out.append(f"watcher lags {self.lag_blocks} blocks (threshold {self.lag_threshold})")
+            out.append(
+                f"watcher lags {self.lag_blocks} blocks (threshold {self.lag_threshold})"
+            )
         if self.balance_wei is not None and self.balance_wei < self.min_balance_wei:
             out.append(
                 f"relayer balance {self.balance_wei} wei is below {self.min_balance_wei} wei; top it up"
@@ -71,12 +73,15 @@ def make_app(snapshot: Callable[[], HealthSnapshot]) -> web.Application:
             "balance_wei": snap.balance_wei,
         }
         return web.Response(
-            text=json.dumps(body), status=200 if not problems else 503,
+            text=json.dumps(body),
+            status=200 if not problems else 503,
             content_type="application/json",
         )
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(text=render_metrics(snapshot().metrics), content_type="text/plain")
+        return web.Response(
+            text=render_metrics(snapshot().metrics), content_type="text/plain"
+        )
 
     app = web.Application()
     app.router.add_get("/health", health)
@@ -86,7 +91,10 @@ def make_app(snapshot: Callable[[], HealthSnapshot]) -> web.Application:
 
 @asynccontextmanager
 async def serve_ops(
-    snapshot: Callable[[], HealthSnapshot], listen: str = "127.0.0.1:0", *, extra: web.Application | None = None,
+    snapshot: Callable[[], HealthSnapshot],
+    listen: str = "127.0.0.1:0",
+    *,
+    extra: web.Application | None = None,
     extra_prefix: str = "/chainlink",
 ) -> AsyncIterator[str]:
     """Run the ops server; yields its base URL. Binds 127.0.0.1 unless told otherwise.

@@ -32,28 +32,38 @@ WORKER_ACTIVE = 1
 def _registry(w3: Web3, config: Config) -> Any:
     deploy = runtime.deployment(config)
     return w3.eth.contract(
-        address=Web3.to_checksum_address(deploy.contracts["WorkerRegistry"]), abi=load_artifact("WorkerRegistry").abi
+        address=Web3.to_checksum_address(deploy.contracts["WorkerRegistry"]),
+        abi=load_artifact("WorkerRegistry").abi,
     )
 
 
-async def registry_status(config: Config, records: Sequence[WorkerRecord]) -> list[dict[str, Any]]:
+async def registry_status(
+    config: Config, records: Sequence[WorkerRecord]
+) -> list[dict[str, Any]]:
     w3 = Web3(Web3.HTTPProvider(config.ethereum.rpc_url))
     registry = _registry(w3, config)
     rows = []
     for record in records:
-        signer, status = registry.functions.workerSigner(bytes.fromhex(record.worker_id)).call()
-        rows.append({
-            "workerId": record.worker_id,
-            "signingAddress": record.signing_address,
-            "registered": int(signer, 16) != 0,
-            "registeredSigner": signer,
-            "status": status,
-            "matches": signer.lower() == record.signing_address.lower() and status == WORKER_ACTIVE,
-        })
+        signer, status = registry.functions.workerSigner(
+            bytes.fromhex(record.worker_id)
+        ).call()
+        rows.append(
+            {
+                "workerId": record.worker_id,
+                "signingAddress": record.signing_address,
+                "registered": int(signer, 16) != 0,
+                "registeredSigner": signer,
+                "status": status,
+                "matches": signer.lower() == record.signing_address.lower()
+                and status == WORKER_ACTIVE,
+            }
+        )
     return rows
 
 
-def register_workers(config: Config, operator_key: bytes, records: Sequence[WorkerRecord]) -> list[str]:
+def register_workers(
+    config: Config, operator_key: bytes, records: Sequence[WorkerRecord]
+) -> list[str]:
     """workerRegister for new identities, workerUpdate (+ status) for changed ones."""
     w3 = Web3(Web3.HTTPProvider(config.ethereum.rpc_url))
     registry = _registry(w3, config)
@@ -65,10 +75,17 @@ def register_workers(config: Config, operator_key: bytes, records: Sequence[Work
         signer, status = registry.functions.workerSigner(wid).call()
         if int(signer, 16) == 0:
             call = registry.functions.workerRegister(
-                wid, WORKER_TYPE_TEE, ORGANIZATION_ID, [], details, record.signing_address
+                wid,
+                WORKER_TYPE_TEE,
+                ORGANIZATION_ID,
+                [],
+                details,
+                record.signing_address,
             )
             send_transaction(w3, operator, call, f"workerRegister {record.worker_id}")
-            lines.append(f"registered {record.worker_id} signer {record.signing_address}")
+            lines.append(
+                f"registered {record.worker_id} signer {record.signing_address}"
+            )
             continue
         changed = False
         if signer.lower() != record.signing_address.lower():
@@ -87,13 +104,23 @@ def register_workers(config: Config, operator_key: bytes, records: Sequence[Work
 
 
 async def submit_and_wait(
-    config: Config, key: bytes, worker_id: str, workload: str, inputs: Sequence[str],
-    *, wait: bool, timeout: float, progress: bool,
+    config: Config,
+    key: bytes,
+    worker_id: str,
+    workload: str,
+    inputs: Sequence[str],
+    *,
+    wait: bool,
+    timeout: float,
+    progress: bool,
 ) -> dict[str, Any]:
     deploy = runtime.deployment(config)
     async with JsonRpcClient(config.ethereum.rpc_url) as rpc:
         requester = EthereumRequester(
-            rpc, key, config.ethereum.chain_id, deploy.contracts["WorkOrderRegistry"],
+            rpc,
+            key,
+            config.ethereum.chain_id,
+            deploy.contracts["WorkOrderRegistry"],
             deploy.contracts["WorkerRegistry"],
         )
         worker = await requester.worker(worker_id)
@@ -108,24 +135,31 @@ async def submit_and_wait(
         if not wait:
             return out
         started = time.monotonic()
-        waiter = asyncio.create_task(requester.wait_completion(
-            submitted.order_key, timeout, from_block=out["block"]))
+        waiter = asyncio.create_task(
+            requester.wait_completion(
+                submitted.order_key, timeout, from_block=out["block"]
+            )
+        )
         while not waiter.done():
             if progress:
-                sys.stderr.write(f"\rwaiting for the completion ... {time.monotonic() - started:5.1f} s")
+                sys.stderr.write(
+                    f"\rwaiting for the completion ... {time.monotonic() - started:5.1f} s"
+                )
                 sys.stderr.flush()
             await asyncio.wait([waiter], timeout=0.25)
         if progress:
             sys.stderr.write("\n")
         completion = waiter.result()
         checked = await requester.check(submitted, completion)
-        out.update({
-            "status": completion.status,
-            "completionTx": completion.tx_hash,
-            "verified": checked.ok,
-            "reason": checked.verdict.reason or None,
-            "outputs": [o.data.decode("utf-8", "replace") for o in checked.outputs],
-        })
+        out.update(
+            {
+                "status": completion.status,
+                "completionTx": completion.tx_hash,
+                "verified": checked.ok,
+                "reason": checked.verdict.reason or None,
+                "outputs": [o.data.decode("utf-8", "replace") for o in checked.outputs],
+            }
+        )
         if checked.verdict.error is not None:
             out["error"] = dict(checked.verdict.error)
         return out
@@ -148,21 +182,29 @@ async def bridge_status(config: Config) -> dict[str, Any]:
             head = int(await rpc.call("eth_blockNumber"), 16)
     except Exception as exc:  # the node being down is a status, not a failure
         out["nodeError"] = str(exc)
-    out["chains"].append({
-        "chainId": config.ethereum.chain_id, "contract": registry,
-        "checkpoint": point.block_number if point else None,
-        "head": head,
-        "lag": (head - point.block_number) if (head is not None and point) else None,
-    })
+    out["chains"].append(
+        {
+            "chainId": config.ethereum.chain_id,
+            "contract": registry,
+            "checkpoint": point.block_number if point else None,
+            "head": head,
+            "lag": (head - point.block_number)
+            if (head is not None and point)
+            else None,
+        }
+    )
     ops = runtime.data_dir(config) / "ops.url"
     if ops.exists():
         out["opsUrl"] = ops.read_text().strip()
         try:
             import aiohttp
 
-            async with aiohttp.ClientSession() as session, session.get(
-                out["opsUrl"] + "/metrics", timeout=aiohttp.ClientTimeout(total=2)
-            ) as resp:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(
+                    out["opsUrl"] + "/metrics", timeout=aiohttp.ClientTimeout(total=2)
+                ) as resp,
+            ):
                 text = await resp.text()
             out["pool"] = {
                 line.split()[0].removeprefix("tcbridge_"): float(line.split()[1])

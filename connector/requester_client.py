@@ -42,7 +42,9 @@ from enclave_bridge.requester import (
 from enclave_bridge.result_signature import order_key as make_order_key
 
 WORKER_RETRIEVE = selector("workerRetrieve(bytes32)")
-REQUEST_COMPUTATION = selector("requestComputation(bytes32,bytes32,bytes,uint64,uint32)")
+REQUEST_COMPUTATION = selector(
+    "requestComputation(bytes32,bytes32,bytes,uint64,uint32)"
+)
 RESULT_OF = selector("resultOf(bytes32)")
 GWEI = 10**9
 
@@ -93,7 +95,11 @@ class Checked:
 
 class EthereumRequester:
     def __init__(
-        self, rpc: JsonRpcClient, key: bytes, chain_id: int, work_order_registry: str,
+        self,
+        rpc: JsonRpcClient,
+        key: bytes,
+        chain_id: int,
+        work_order_registry: str,
         worker_registry: str,
     ) -> None:
         self.rpc = rpc
@@ -108,71 +114,137 @@ class EthereumRequester:
     async def worker(self, worker_id: str) -> WorkerDetails:
         """The worker's EEA details as registered on-chain."""
         data = WORKER_RETRIEVE + abi_encode(["bytes32"], [bytes.fromhex(worker_id)])
-        raw = await self.rpc.call("eth_call", {"to": self.worker_registry, "data": "0x" + data.hex()}, "latest")
+        raw = await self.rpc.call(
+            "eth_call",
+            {"to": self.worker_registry, "data": "0x" + data.hex()},
+            "latest",
+        )
         values = abi_decode(
-            ["uint256", "uint256", "bytes32", "bytes32[]", "string", "address", "address"],
+            [
+                "uint256",
+                "uint256",
+                "bytes32",
+                "bytes32[]",
+                "string",
+                "address",
+                "address",
+            ],
             bytes.fromhex(raw[2:]),
         )
         if values[0] == 0:
             raise ChainError(f"worker {worker_id} is not registered")
-        return WorkerDetails.from_json({"details": json.loads(values[4])}, worker_id=worker_id)
+        return WorkerDetails.from_json(
+            {"details": json.loads(values[4])}, worker_id=worker_id
+        )
 
-    def build(self, worker: WorkerDetails, workload: str, inputs: Sequence[bytes | str],
-              *, requester_id: str | None = None) -> SentWorkOrder:
+    def build(
+        self,
+        worker: WorkerDetails,
+        workload: str,
+        inputs: Sequence[bytes | str],
+        *,
+        requester_id: str | None = None,
+    ) -> SentWorkOrder:
         return build_work_order(
-            worker, workload, list(inputs), requester_key=self.key,
+            worker,
+            workload,
+            list(inputs),
+            requester_key=self.key,
             requester_id=requester_id or requester_id_of(self.address),
         )
 
     async def send(self, to: str, data: bytes, gas: int) -> SignedTx:
         async with self._lock:
             if self._nonce is None:
-                self._nonce = int(await self.rpc.call("eth_getTransactionCount", self.address, "pending"), 16)
+                self._nonce = int(
+                    await self.rpc.call(
+                        "eth_getTransactionCount", self.address, "pending"
+                    ),
+                    16,
+                )
             nonce = self._nonce
             self._nonce += 1
         block = await self.rpc.call("eth_getBlockByNumber", "latest", False)
         base = int(block.get("baseFeePerGas", "0x0"), 16)
-        tx = self.signer.sign(nonce=nonce, to=to, data=data, gas=gas,
-                              max_fee=2 * base + GWEI, max_priority_fee=GWEI)
+        tx = self.signer.sign(
+            nonce=nonce,
+            to=to,
+            data=data,
+            gas=gas,
+            max_fee=2 * base + GWEI,
+            max_priority_fee=GWEI,
+        )
         await self.rpc.call("eth_sendRawTransaction", "0x" + tx.raw.hex())
         return tx
 
     async def submit(
-        self, worker: WorkerDetails, workload: str, inputs: Sequence[bytes | str],
-        *, deadline: int = 0, callback_gas: int = 0, gas: int | None = None,
+        self,
+        worker: WorkerDetails,
+        workload: str,
+        inputs: Sequence[bytes | str],
+        *,
+        deadline: int = 0,
+        callback_gas: int = 0,
+        gas: int | None = None,
     ) -> Submitted:
         sent = self.build(worker, workload, inputs)
-        return await self.submit_built(sent, worker, deadline=deadline, callback_gas=callback_gas, gas=gas)
+        return await self.submit_built(
+            sent, worker, deadline=deadline, callback_gas=callback_gas, gas=gas
+        )
 
     async def submit_built(
-        self, sent: SentWorkOrder, worker: WorkerDetails, *, deadline: int = 0,
-        callback_gas: int = 0, gas: int | None = None,
+        self,
+        sent: SentWorkOrder,
+        worker: WorkerDetails,
+        *,
+        deadline: int = 0,
+        callback_gas: int = 0,
+        gas: int | None = None,
     ) -> Submitted:
         params = sent.params
         request = encode_request(sent)
         data = encode_submit(
-            bytes.fromhex(params["workOrderId"]), bytes.fromhex(worker.worker_id),
-            bytes.fromhex(params["requesterId"]), request, deadline, callback_gas,
+            bytes.fromhex(params["workOrderId"]),
+            bytes.fromhex(worker.worker_id),
+            bytes.fromhex(params["requesterId"]),
+            request,
+            deadline,
+            callback_gas,
         )
         tx = await self.send(self.registry, data, gas or 150_000 + 40 * len(request))
         key = make_order_key(self.address, bytes.fromhex(params["workOrderId"]))
         return Submitted(key, sent, worker, tx.hash, time.monotonic())
 
     async def submit_via_consumer(
-        self, consumer: str, worker: WorkerDetails, workload: str, inputs: Sequence[bytes | str],
-        *, callback_gas: int = 1_500_000,
+        self,
+        consumer: str,
+        worker: WorkerDetails,
+        workload: str,
+        inputs: Sequence[bytes | str],
+        *,
+        callback_gas: int = 1_500_000,
     ) -> Submitted:
         """Ask ExampleConsumer (owned by this requester) to request the computation."""
-        sent = self.build(worker, workload, inputs, requester_id=requester_id_of(consumer))
+        sent = self.build(
+            worker, workload, inputs, requester_id=requester_id_of(consumer)
+        )
         params = sent.params
         request = encode_request(sent)
         data = REQUEST_COMPUTATION + abi_encode(
             ["bytes32", "bytes32", "bytes", "uint64", "uint32"],
-            [bytes.fromhex(params["workOrderId"]), bytes.fromhex(worker.worker_id), request, 0, callback_gas],
+            [
+                bytes.fromhex(params["workOrderId"]),
+                bytes.fromhex(worker.worker_id),
+                request,
+                0,
+                callback_gas,
+            ],
         )
         tx = await self.send(consumer, data, 250_000 + 40 * len(request))
         key = make_order_key(consumer, bytes.fromhex(params["workOrderId"]))
-        return Submitted(key, sent, worker, tx.hash, time.monotonic(), via_consumer=consumer)
+        return Submitted(
+            key, sent, worker, tx.hash, time.monotonic(), via_consumer=consumer
+        )
 
     async def receipt(self, tx_hash: str, timeout: float = 60.0) -> dict[str, object]:
         deadline = time.monotonic() + timeout
@@ -185,51 +257,91 @@ class EthereumRequester:
             await asyncio.sleep(0.1)
         raise ChainError(f"transaction {tx_hash} was not mined within {timeout} s")
 
-    async def completions(self, from_block: int, to_block: int | str = "latest") -> list[Completion]:
-        logs = await self.rpc.call("eth_getLogs", {
-            "address": self.registry, "topics": [ev.COMPLETED_TOPIC],
-            "fromBlock": hex(from_block), "toBlock": to_block if isinstance(to_block, str) else hex(to_block),
-        })
+    async def completions(
+        self, from_block: int, to_block: int | str = "latest"
+    ) -> list[Completion]:
+        logs = await self.rpc.call(
+            "eth_getLogs",
+            {
+                "address": self.registry,
+                "topics": [ev.COMPLETED_TOPIC],
+                "fromBlock": hex(from_block),
+                "toBlock": to_block if isinstance(to_block, str) else hex(to_block),
+            },
+        )
         out = []
         for raw in logs:
             event = ev.decode_log(raw)
             if isinstance(event, ev.WorkOrderCompleted):
-                out.append(Completion(event.order_key, event.status, event.response,
-                                      event.ref.block_number, event.ref.tx_hash))
+                out.append(
+                    Completion(
+                        event.order_key,
+                        event.status,
+                        event.response,
+                        event.ref.block_number,
+                        event.ref.tx_hash,
+                    )
+                )
         return out
 
-    async def wait_completion(self, order_key: bytes, timeout: float = 120.0,
-                              from_block: int = 0) -> Completion:
+    async def wait_completion(
+        self, order_key: bytes, timeout: float = 120.0, from_block: int = 0
+    ) -> Completion:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            logs = await self.rpc.call("eth_getLogs", {
-                "address": self.registry,
-                "topics": [ev.COMPLETED_TOPIC, "0x" + order_key.hex()],
-                "fromBlock": hex(from_block), "toBlock": "latest",
-            })
+            logs = await self.rpc.call(
+                "eth_getLogs",
+                {
+                    "address": self.registry,
+                    "topics": [ev.COMPLETED_TOPIC, "0x" + order_key.hex()],
+                    "fromBlock": hex(from_block),
+                    "toBlock": "latest",
+                },
+            )
             for raw in logs:
                 event = ev.decode_log(raw)
                 if isinstance(event, ev.WorkOrderCompleted):
-                    return Completion(event.order_key, event.status, event.response,
-                                      event.ref.block_number, event.ref.tx_hash)
+                    return Completion(
+                        event.order_key,
+                        event.status,
+                        event.response,
+                        event.ref.block_number,
+                        event.ref.tx_hash,
+                    )
             await asyncio.sleep(0.2)
-        raise ChainError(f"work order {order_key.hex()} was not completed within {timeout} s")
+        raise ChainError(
+            f"work order {order_key.hex()} was not completed within {timeout} s"
+        )
 
     async def check(self, submitted: Submitted, completion: Completion) -> Checked:
         """Verify a completion: the contract's stored hash, the EEA signature, the outputs."""
         data = encode_get(submitted.order_key)
-        raw = await self.rpc.call("eth_call", {"to": self.registry, "data": "0x" + data.hex()}, "latest")
+        raw = await self.rpc.call(
+            "eth_call", {"to": self.registry, "data": "0x" + data.hex()}, "latest"
+        )
         view = decode_get(bytes.fromhex(raw[2:]))
-        hash_ok = view.state == ORDER_COMPLETED and view.response_hash == keccak(completion.response)
+        hash_ok = view.state == ORDER_COMPLETED and view.response_hash == keccak(
+            completion.response
+        )
         try:
             response = json.loads(completion.response)
         except ValueError:
-            return Checked(ResponseVerdict(False, "response is not JSON"), completion.status, hash_ok)
+            return Checked(
+                ResponseVerdict(False, "response is not JSON"),
+                completion.status,
+                hash_ok,
+            )
         verdict = verify_response(submitted.sent, response, submitted.worker)
         return Checked(verdict, completion.status, hash_ok)
 
-    async def consumer_result(self, consumer: str, order_key: bytes) -> tuple[bool, int, bytes]:
+    async def consumer_result(
+        self, consumer: str, order_key: bytes
+    ) -> tuple[bool, int, bytes]:
         data = RESULT_OF + abi_encode(["bytes32"], [order_key])
-        raw = await self.rpc.call("eth_call", {"to": consumer, "data": "0x" + data.hex()}, "latest")
-        received, status, response = abi_decode(["bool", "uint256", "bytes"], bytes.fromhex(raw[2:]))
+        raw = await self.rpc.call(
+            "eth_call", {"to": consumer, "data": "0x" + data.hex()}, "latest"
+        )
+        received, status, response = abi_decode(
+            ["bool", "uint256", "bytes"], bytes.fromhex(raw[2:])
+        )
         return bool(received), int(status), bytes(response)

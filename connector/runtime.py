@@ -33,12 +33,16 @@ def hex_key(text: str, what: str) -> bytes:
 
 
 def relayer_key(config: Config) -> bytes:
-    text = read_secret("relayer key", config.ethereum.relayer_key_file, RELAYER_KEY_ENV, config)
+    text = read_secret(
+        "relayer key", config.ethereum.relayer_key_file, RELAYER_KEY_ENV, config
+    )
     return hex_key(text, "relayer key")
 
 
 def pool_passphrase(config: Config) -> str:
-    return read_secret("pool passphrase", config.pool.passphrase_file, PASSPHRASE_ENV, config)
+    return read_secret(
+        "pool passphrase", config.pool.passphrase_file, PASSPHRASE_ENV, config
+    )
 
 
 def database_url(config: Config) -> str:
@@ -46,7 +50,7 @@ def database_url(config: Config) -> str:
     url = config.bridge.database
     for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
         if url.startswith(prefix):
-            path = url[len(prefix):]
+            path = url[len(prefix) :]
             if path and not path.startswith("/") and path != ":memory:":
                 full = config.path(path)
                 full.parent.mkdir(parents=True, exist_ok=True)
@@ -63,9 +67,14 @@ def data_dir(config: Config) -> Path:
 def deployment(config: Config) -> Deployment:
     eth = config.ethereum
     if eth.work_order_registry and eth.worker_registry:
-        return Deployment(eth.chain_id, {
-            "WorkOrderRegistry": eth.work_order_registry, "WorkerRegistry": eth.worker_registry,
-        }, max(eth.start_block, 0))
+        return Deployment(
+            eth.chain_id,
+            {
+                "WorkOrderRegistry": eth.work_order_registry,
+                "WorkerRegistry": eth.worker_registry,
+            },
+            max(eth.start_block, 0),
+        )
     path = config.path(eth.deployment)
     if not path.exists():
         raise ConfigurationError(
@@ -109,6 +118,8 @@ def settings_for(config: Config, deploy: Deployment) -> BridgeSettings:
         lag_threshold=config.ops.lag_threshold_blocks,
         min_balance_wei=config.ops.min_balance_wei,
         paused_flag=paused_flag(config),
+        requester_allowlist=tuple(config.guards.requester_allowlist),
+        gas_cap_per_requester_hour=config.guards.gas_cap_per_requester_per_hour,
     )
 
 
@@ -121,15 +132,19 @@ async def open_bridge(config: Config) -> AsyncIterator[EthereumBridge]:
     sealed = identities(config)
     folder = data_dir(config)
     policy = ProcessorPolicy(
-        allow_sha1_oaep=config.pool.allow_sha1_oaep, allow_iv_reuse=config.pool.allow_iv_reuse,
+        allow_sha1_oaep=config.pool.allow_sha1_oaep,
+        allow_iv_reuse=config.pool.allow_iv_reuse,
     )
     async with (
         open_store(database_url(config)) as store,
         open_pool(
-            sealed, passphrase, folder / "workload-state.db",
+            sealed,
+            passphrase,
+            folder / "workload-state.db",
             processes=config.pool.processes or os.cpu_count(),
             default_max_seconds=config.pool.execution_timeout_s,
-            audit_log=folder / "pool-audit.log", policy=policy,
+            audit_log=folder / "pool-audit.log",
+            policy=policy,
         ) as pool,
         JsonRpcClient(config.ethereum.rpc_url) as rpc,
     ):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Collection, Sequence
+
+from eth_utils import keccak
 
 from connector.ethereum import events as ev
 from connector.ethereum.submitter import PendingTx, ReadyResult
@@ -11,7 +14,8 @@ from connector.ethereum.transactions import SignedTx
 from connector.ethereum.watcher import Checkpoint, WatchBatch
 from connector.store import BadLog, Fees, NewOrder, OrderRef, WorkOrderStore
 from connector.store.records import Settlement
-from eth_utils import keccak
+
+log = logging.getLogger("tcbridge.watcher")
 
 
 class StoreWatcherSink:
@@ -22,12 +26,21 @@ class StoreWatcherSink:
     """
 
     def __init__(
-        self, store: WorkOrderStore, chain_id: int, registry: str, our_workers: Collection[str]
+        self,
+        store: WorkOrderStore,
+        chain_id: int,
+        registry: str,
+        our_workers: Collection[str],
+        *,
+        requester_allowlist: Collection[str] = (),
     ) -> None:
         self.store = store
         self.chain_id = chain_id
         self.registry = registry
         self.our_workers = {w.lower() for w in our_workers}
+        # Empty: every requester is served. Otherwise orders of other requesters
+        # are recorded SKIPPED: every error completion costs the relayer gas.
+        self.allowlist = {a.lower() for a in requester_allowlist}
         self.recorded = 0
 
     async def load_checkpoint(self) -> Checkpoint | None:
@@ -45,22 +58,43 @@ class StoreWatcherSink:
             if isinstance(event, ev.WorkOrderSubmitted):
                 orders.append(self._new_order(event))
             elif isinstance(event, ev.MalformedLog):
-                malformed.append(BadLog(
-                    event.ref.block_number, event.ref.block_hash, event.ref.tx_hash,
-                    event.ref.log_index, event.data, event.reason,
-                ))
+                malformed.append(
+                    BadLog(
+                        event.ref.block_number,
+                        event.ref.block_hash,
+                        event.ref.tx_hash,
+                        event.ref.log_index,
+                        event.data,
+                        event.reason,
+                    )
+                )
             elif isinstance(event, ev.WorkOrderCompleted):
-                settlements.append(Settlement(
-                    event.order_key, "completed", event.ref.block_number, status=event.status,
-                ))
+                settlements.append(
+                    Settlement(
+                        event.order_key,
+                        "completed",
+                        event.ref.block_number,
+                        status=event.status,
+                    )
+                )
             elif isinstance(event, ev.WorkOrderCancelled):
-                settlements.append(Settlement(event.order_key, "cancelled", event.ref.block_number))
+                settlements.append(
+                    Settlement(event.order_key, "cancelled", event.ref.block_number)
+                )
             elif isinstance(event, ev.CompletionSkipped):
-                settlements.append(Settlement(
-                    event.order_key, "skipped", event.ref.block_number, reason=event.reason,
-                ))
+                settlements.append(
+                    Settlement(
+                        event.order_key,
+                        "skipped",
+                        event.ref.block_number,
+                        reason=event.reason,
+                    )
+                )
         await self.store.record_events(
-            self.chain_id, self.registry, orders, malformed,
+            self.chain_id,
+            self.registry,
+            orders,
+            malformed,
             checkpoint_block=batch.checkpoint.block,
             recent_hashes=dict(batch.checkpoint.hashes),
             settlements=settlements,
@@ -85,15 +119,29 @@ class StoreWatcherSink:
             log_index=event.ref.log_index,
             requester_address=event.requester,
             callback_gas=event.callback_gas,
-            skipped=worker not in self.our_workers,
+            skipped=worker not in self.our_workers
+            or not self._allowed(event.requester),
         )
+
+    def _allowed(self, requester: str) -> bool:
+        if not self.allowlist or requester.lower() in self.allowlist:
+            return True
+        log.info(
+            "work order from %s skipped: not on the requester allow-list",
+            requester,
+            extra={"requester": requester},
+        )
+        return False
 
 
 class StoreSubmitterAdapter:
     """The submitter's store protocol on top of :class:`WorkOrderStore`."""
 
     def __init__(
-        self, store: WorkOrderStore, chain_id: int, registry: str,
+        self,
+        store: WorkOrderStore,
+        chain_id: int,
+        registry: str,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -114,25 +162,42 @@ class StoreSubmitterAdapter:
         for order in orders:
             if order.result is None or order.ref.contract != self.registry.lower():
                 continue
-            out.append(ReadyResult(
-                order.ref.order_key, order.result.status, order.result.response,
-                order.result.signature, order.requester_address or "",
-                order.updated_at.timestamp() - time.time() + self.clock(),
-                order.callback_gas,
-            ))
+            out.append(
+                ReadyResult(
+                    order.ref.order_key,
+                    order.result.status,
+                    order.result.response,
+                    order.result.signature,
+                    order.requester_address or "",
+                    order.updated_at.timestamp() - time.time() + self.clock(),
+                    order.callback_gas,
+                )
+            )
         return out
 
     async def record_send(
-        self, sender: str, chain_nonce: int, build: Callable[[int], SignedTx],
-        order_keys: Sequence[bytes], gas: int, data: bytes,
+        self,
+        sender: str,
+        chain_nonce: int,
+        build: Callable[[int], SignedTx],
+        order_keys: Sequence[bytes],
+        gas: int,
+        data: bytes,
     ) -> SignedTx:
         refs = [self._ref(k) for k in order_keys]
-        async with self.store.reserve_nonce(self.chain_id, sender, node_nonce=chain_nonce) as slot:
+        async with self.store.reserve_nonce(
+            self.chain_id, sender, node_nonce=chain_nonce
+        ) as slot:
             signed = build(slot.nonce)
             await slot.record(
-                signed.raw, signed.hash, refs,
-                Fees(gas_limit=gas, max_fee_per_gas=signed.max_fee,
-                     max_priority_fee_per_gas=signed.max_priority_fee),
+                signed.raw,
+                signed.hash,
+                refs,
+                Fees(
+                    gas_limit=gas,
+                    max_fee_per_gas=signed.max_fee,
+                    max_priority_fee_per_gas=signed.max_priority_fee,
+                ),
                 submit=True,
             )
         self._sent_at[signed.nonce] = self.clock()
@@ -142,8 +207,16 @@ class StoreSubmitterAdapter:
         stored = await self.store.get_transaction(self.chain_id, sender, tx.nonce)
         gas = stored.fees.gas_limit if stored is not None else None
         await self.store.record_fee_bump(
-            self.chain_id, sender, tx.nonce, tx.raw, tx.hash,
-            Fees(gas_limit=gas, max_fee_per_gas=tx.max_fee, max_priority_fee_per_gas=tx.max_priority_fee),
+            self.chain_id,
+            sender,
+            tx.nonce,
+            tx.raw,
+            tx.hash,
+            Fees(
+                gas_limit=gas,
+                max_fee_per_gas=tx.max_fee,
+                max_priority_fee_per_gas=tx.max_priority_fee,
+            ),
         )
         self._sent_at[tx.nonce] = self.clock()
 
@@ -152,20 +225,31 @@ class StoreSubmitterAdapter:
         out = []
         for tx in stored:
             data = _calldata_of(tx.raw)
-            out.append(PendingTx(
-                nonce=tx.nonce, raw=tx.raw,
-                hashes=["0x" + h.hex() for h in tx.all_hashes] or ["0x" + tx.tx_hash.hex()],
-                max_fee=tx.fees.max_fee_per_gas or 0,
-                max_priority_fee=tx.fees.max_priority_fee_per_gas or 0,
-                gas=tx.fees.gas_limit or 0, data=data,
-                order_keys=[r.order_key for r in tx.orders],
-                sent_at=self._sent_at.setdefault(tx.nonce, self.clock()),
-            ))
+            out.append(
+                PendingTx(
+                    nonce=tx.nonce,
+                    raw=tx.raw,
+                    hashes=["0x" + h.hex() for h in tx.all_hashes]
+                    or ["0x" + tx.tx_hash.hex()],
+                    max_fee=tx.fees.max_fee_per_gas or 0,
+                    max_priority_fee=tx.fees.max_priority_fee_per_gas or 0,
+                    gas=tx.fees.gas_limit or 0,
+                    data=data,
+                    order_keys=[r.order_key for r in tx.orders],
+                    sent_at=self._sent_at.setdefault(tx.nonce, self.clock()),
+                )
+            )
         return out
 
-    async def mark_mined(self, sender: str, nonce: int, tx_hash: str, ok: bool, gas_used: int) -> None:
+    async def mark_mined(
+        self, sender: str, nonce: int, tx_hash: str, ok: bool, gas_used: int
+    ) -> None:
         await self.store.set_transaction_state(
-            self.chain_id, sender, nonce, "mined" if ok else "dropped", mined_hash=tx_hash
+            self.chain_id,
+            sender,
+            nonce,
+            "mined" if ok else "dropped",
+            mined_hash=tx_hash,
         )
         self._sent_at.pop(nonce, None)
 

@@ -14,7 +14,9 @@ from typing import Any
 
 from eth_utils import keccak, to_checksum_address
 
-SUBMITTED_SIG = "WorkOrderSubmitted(bytes32,bytes32,bytes32,bytes32,address,uint32,bytes)"
+SUBMITTED_SIG = (
+    "WorkOrderSubmitted(bytes32,bytes32,bytes32,bytes32,address,uint32,bytes)"
+)
 COMPLETED_SIG = "WorkOrderCompleted(bytes32,bytes32,bytes32,uint256,bytes)"
 SKIPPED_SIG = "CompletionSkipped(bytes32,uint8)"
 CANCELLED_SIG = "WorkOrderCancelled(bytes32,bytes32)"
@@ -88,7 +90,11 @@ class MalformedLog:
 
 
 RegistryEvent = (
-    WorkOrderSubmitted | WorkOrderCompleted | CompletionSkipped | WorkOrderCancelled | MalformedLog
+    WorkOrderSubmitted
+    | WorkOrderCompleted
+    | CompletionSkipped
+    | WorkOrderCancelled
+    | MalformedLog
 )
 
 

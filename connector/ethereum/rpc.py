@@ -14,7 +14,6 @@ translated into tcbridge's errors:
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import logging
@@ -64,7 +63,8 @@ class JsonRpcClient:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=32)
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout,
+                connector=connector,
+                timeout=self._timeout,
                 json_serialize=json.dumps,
             )
 
@@ -75,10 +75,17 @@ class JsonRpcClient:
 
     async def call(self, method: str, *params: Any) -> Any:
         """Send one request; return its ``result`` or raise RpcError/NodeUnavailable."""
-        body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
+        body = {
+            "jsonrpc": "2.0",
+            "id": next(self._ids),
+            "method": method,
+            "params": list(params),
+        }
         reply = await self._post(body, method)
         if not isinstance(reply, dict):
-            raise NodeUnavailable(f"{method}: node answered a non-object: {str(reply)[:200]}")
+            raise NodeUnavailable(
+                f"{method}: node answered a non-object: {str(reply)[:200]}"
+            )
         return _result_of(method, reply)
 
     async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
@@ -101,7 +108,9 @@ class JsonRpcClient:
         if not isinstance(reply, list):
             if isinstance(reply, dict) and "error" in reply:
                 _result_of("batch", reply)
-            raise NodeUnavailable(f"batch: node answered a non-list: {str(reply)[:200]}")
+            raise NodeUnavailable(
+                f"batch: node answered a non-list: {str(reply)[:200]}"
+            )
         by_id = {item.get("id"): item for item in reply if isinstance(item, dict)}
         out: list[Any] = []
         for i, (method, _) in zip(ids, calls, strict=True):
@@ -123,9 +132,11 @@ class JsonRpcClient:
             async with self._session.post(self.url, json=body) as resp:
                 if resp.status == 429 or resp.status >= 500:
                     text = (await resp.text())[:200]
-                    raise NodeUnavailable(f"{what}: HTTP {resp.status} from {self.url}: {text}")
+                    raise NodeUnavailable(
+                        f"{what}: HTTP {resp.status} from {self.url}: {text}"
+                    )
                 raw = await resp.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise NodeUnavailable(
                 f"{what}: cannot reach the node at {self.url} ({type(exc).__name__}: {exc});"
                 " is it running?"
@@ -133,7 +144,9 @@ class JsonRpcClient:
         try:
             return json.loads(raw)
         except ValueError as exc:
-            raise NodeUnavailable(f"{what}: node answered something that is not JSON") from exc
+            raise NodeUnavailable(
+                f"{what}: node answered something that is not JSON"
+            ) from exc
 
 
 def _result_of(method: str, reply: dict[str, Any]) -> Any:
@@ -142,7 +155,10 @@ def _result_of(method: str, reply: dict[str, Any]) -> Any:
         if not isinstance(error, dict):
             raise RpcError(method, -1, str(error))
         raise RpcError(
-            method, int(error.get("code", -1)), str(error.get("message", "")), error.get("data")
+            method,
+            int(error.get("code", -1)),
+            str(error.get("message", "")),
+            error.get("data"),
         )
     if "result" not in reply:
         raise NodeUnavailable(f"{method}: reply has neither result nor error")

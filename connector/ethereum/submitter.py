@@ -91,7 +91,9 @@ class ReadyResult:
         if not self.callback_gas:
             return 0
         return (
-            self.callback_gas + self.callback_gas // 63 + CALLBACK_RESERVE
+            self.callback_gas
+            + self.callback_gas // 63
+            + CALLBACK_RESERVE
             + CALLBACK_RESERVE_PER_BYTE * len(self.response)
         )
 
@@ -117,8 +119,13 @@ class SubmitterStore(Protocol):
     async def ready_results(self, limit: int) -> list[ReadyResult]: ...
 
     async def record_send(
-        self, sender: str, chain_nonce: int, build: Callable[[int], SignedTx],
-        order_keys: Sequence[bytes], gas: int, data: bytes,
+        self,
+        sender: str,
+        chain_nonce: int,
+        build: Callable[[int], SignedTx],
+        order_keys: Sequence[bytes],
+        gas: int,
+        data: bytes,
     ) -> SignedTx:
         """Allocate the next nonce (never below ``chain_nonce``), call ``build``
         with it, store the raw transaction and mark the orders SUBMITTED, all in
@@ -129,7 +136,9 @@ class SubmitterStore(Protocol):
 
     async def pending_transactions(self, sender: str) -> list[PendingTx]: ...
 
-    async def mark_mined(self, sender: str, nonce: int, tx_hash: str, ok: bool, gas_used: int) -> None: ...
+    async def mark_mined(
+        self, sender: str, nonce: int, tx_hash: str, ok: bool, gas_used: int
+    ) -> None: ...
 
     async def release(self, order_keys: Sequence[bytes], reason: str) -> None:
         """SUBMITTED -> RESULT_READY: the completion must be sent again."""
@@ -166,6 +175,7 @@ class Submitter:
         bump_percent: int = 13,
         stuck_after_s: float = 30.0,
         block_gas_limit: int = 30_000_000,
+        gas_cap_per_requester_hour: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rpc = rpc
@@ -182,6 +192,8 @@ class Submitter:
         self.clock = clock
         self.stats = SubmitterStats()
         self.pending_count = 0
+        self.gas_cap = RequesterGasCap(gas_cap_per_requester_hour, clock)
+        self._requester_of: dict[bytes, str] = {}
 
     # -- one step -------------------------------------------------------
 
@@ -222,17 +234,28 @@ class Submitter:
     async def _settle_receipt(self, tx: PendingTx, receipt: dict[str, Any]) -> None:
         ok = receipt.get("status") == "0x1"
         gas_used = int(receipt.get("gasUsed", "0x0"), 16)
-        await self.store.mark_mined(self.signer.address, tx.nonce, receipt["transactionHash"], ok, gas_used)
+        await self.store.mark_mined(
+            self.signer.address, tx.nonce, receipt["transactionHash"], ok, gas_used
+        )
         self.stats.mined += 1
         self.stats.gas_used += gas_used
+        share = gas_used // max(1, len(tx.order_keys))
+        for key in tx.order_keys:
+            self.gas_cap.spend(self._requester_of.pop(key, ""), share)
         if ok:
-            log.debug("tx %s mined (nonce %d, %d orders)", receipt["transactionHash"], tx.nonce, len(tx.order_keys))
+            log.debug(
+                "tx %s mined (nonce %d, %d orders)",
+                receipt["transactionHash"],
+                tx.nonce,
+                len(tx.order_keys),
+            )
             return
         self.stats.reverted += 1
         reason = await self._revert_reason(tx, receipt)
         log.error(
             "completion tx %s reverted: %s; the orders go back to RESULT_READY once",
-            receipt["transactionHash"], reason,
+            receipt["transactionHash"],
+            reason,
             extra={"tx_hash": receipt["transactionHash"], "nonce": tx.nonce},
         )
         await self.store.release(tx.order_keys, f"reverted: {reason}")
@@ -241,8 +264,12 @@ class Submitter:
         try:
             await self.rpc.call(
                 "eth_call",
-                {"from": self.signer.address, "to": self.registry, "data": "0x" + tx.data.hex(),
-                 "gas": hex(tx.gas)},
+                {
+                    "from": self.signer.address,
+                    "to": self.registry,
+                    "data": "0x" + tx.data.hex(),
+                    "gas": hex(tx.gas),
+                },
                 receipt["blockNumber"],
             )
         except RpcError as exc:
@@ -267,23 +294,43 @@ class Submitter:
         new_fee = max(2 * base_fee + new_tip, tx.max_fee * factor // 100 + 1)
         if new_fee > self.fee_cap_wei:
             if tx.max_fee >= self.fee_cap_wei:
-                log.error("tx nonce %d is stuck at the fee cap %d wei; raise max_fee_cap_gwei", tx.nonce, self.fee_cap_wei)
+                log.error(
+                    "tx nonce %d is stuck at the fee cap %d wei; raise max_fee_cap_gwei",
+                    tx.nonce,
+                    self.fee_cap_wei,
+                )
                 return
             new_fee = self.fee_cap_wei
             new_tip = min(new_tip, new_fee)
         signed = self.signer.sign(
-            nonce=tx.nonce, to=self.registry, data=tx.data, gas=tx.gas,
-            max_fee=new_fee, max_priority_fee=new_tip,
+            nonce=tx.nonce,
+            to=self.registry,
+            data=tx.data,
+            gas=tx.gas,
+            max_fee=new_fee,
+            max_priority_fee=new_tip,
         )
         await self.store.record_replacement(self.signer.address, signed)
         self.stats.replaced += 1
-        log.info("replacing stuck tx nonce %d with fees %d/%d wei", tx.nonce, new_fee, new_tip,
-                 extra={"nonce": tx.nonce, "tx_hash": signed.hash})
+        log.info(
+            "replacing stuck tx nonce %d with fees %d/%d wei",
+            tx.nonce,
+            new_fee,
+            new_tip,
+            extra={"nonce": tx.nonce, "tx_hash": signed.hash},
+        )
         await self._broadcast(signed.raw, tx.nonce, rebroadcast=False)
 
     async def _abandon(self, tx: PendingTx, why: str) -> None:
-        log.warning("tx nonce %d abandoned (%s); its %d orders will be re-sent", tx.nonce, why, len(tx.order_keys))
-        await self.store.mark_mined(self.signer.address, tx.nonce, tx.hashes[-1], False, 0)
+        log.warning(
+            "tx nonce %d abandoned (%s); its %d orders will be re-sent",
+            tx.nonce,
+            why,
+            len(tx.order_keys),
+        )
+        await self.store.mark_mined(
+            self.signer.address, tx.nonce, tx.hashes[-1], False, 0
+        )
         await self.store.release(tx.order_keys, why)
 
     # -- sending --------------------------------------------------------
@@ -295,6 +342,9 @@ class Submitter:
         oldest = min(r.ready_at for r in ready)
         if len(ready) < self.max_items and self.clock() - oldest < self.batch_wait_s:
             return 0
+        ready = [r for r in ready if self.gas_cap.allows(r.requester)]
+        if not ready:
+            return 0
         ready = await self._drop_settled(ready)
         sent = 0
         for batch in self._batches(ready):
@@ -302,10 +352,21 @@ class Submitter:
         return sent
 
     async def _drop_settled(self, ready: list[ReadyResult]) -> list[ReadyResult]:
-        replies = await self.rpc.batch([
-            ("eth_call", [{"to": self.registry, "data": "0x" + encode_get(r.order_key).hex()}, "latest"])
-            for r in ready
-        ])
+        replies = await self.rpc.batch(
+            [
+                (
+                    "eth_call",
+                    [
+                        {
+                            "to": self.registry,
+                            "data": "0x" + encode_get(r.order_key).hex(),
+                        },
+                        "latest",
+                    ],
+                )
+                for r in ready
+            ]
+        )
         keep: list[ReadyResult] = []
         settled: dict[int, list[bytes]] = {}
         for item, reply in zip(ready, replies, strict=True):
@@ -318,7 +379,11 @@ class Submitter:
                 settled.setdefault(view.state, []).append(item.order_key)
         for state, keys in settled.items():
             self.stats.skipped_onchain += len(keys)
-            log.info("%d orders already settled on-chain (state %d); not sending", len(keys), state)
+            log.info(
+                "%d orders already settled on-chain (state %d); not sending",
+                len(keys),
+                state,
+            )
             await self.store.settle_unsendable(keys, state)
         return keep
 
@@ -327,7 +392,9 @@ class Submitter:
         current: list[ReadyResult] = []
         size = 0
         for item in ready:
-            if current and (len(current) >= self.max_items or size + item.size > self.max_bytes):
+            if current and (
+                len(current) >= self.max_items or size + item.size > self.max_bytes
+            ):
                 batches.append(current)
                 current, size = [], 0
             current.append(item)
@@ -343,33 +410,57 @@ class Submitter:
             if len(batch) == 1:
                 return 0
             half = len(batch) // 2
-            return await self._send_batch(batch[:half]) + await self._send_batch(batch[half:])
+            return await self._send_batch(batch[:half]) + await self._send_batch(
+                batch[half:]
+            )
         base_fee, tip = await self._fees()
         max_fee = min(self.fee_cap_wei, 2 * base_fee + tip)
         tip = min(tip, max_fee)
         chain_nonce = _int_reply(
-            await self.rpc.call("eth_getTransactionCount", self.signer.address, "pending")
+            await self.rpc.call(
+                "eth_getTransactionCount", self.signer.address, "pending"
+            )
         )
 
         def build(nonce: int) -> SignedTx:
             return self.signer.sign(
-                nonce=nonce, to=self.registry, data=data, gas=gas, max_fee=max_fee,
+                nonce=nonce,
+                to=self.registry,
+                data=data,
+                gas=gas,
+                max_fee=max_fee,
                 max_priority_fee=tip,
             )
 
         signed = await self.store.record_send(
-            self.signer.address, chain_nonce, build, [r.order_key for r in batch], gas, data
+            self.signer.address,
+            chain_nonce,
+            build,
+            [r.order_key for r in batch],
+            gas,
+            data,
         )
+        for r in batch:
+            self._requester_of[r.order_key] = r.requester
         await self._broadcast(signed.raw, signed.nonce, rebroadcast=False)
         self.stats.sent += 1
-        log.debug("sent %d completions in tx %s (nonce %d)", len(batch), signed.hash, signed.nonce)
+        log.debug(
+            "sent %d completions in tx %s (nonce %d)",
+            len(batch),
+            signed.hash,
+            signed.nonce,
+        )
         return len(batch)
 
     async def _estimate(self, data: bytes, allowance: int = 0) -> int | None:
         try:
             est = await self.rpc.call(
                 "eth_estimateGas",
-                {"from": self.signer.address, "to": self.registry, "data": "0x" + data.hex()},
+                {
+                    "from": self.signer.address,
+                    "to": self.registry,
+                    "data": "0x" + data.hex(),
+                },
             )
         except RpcError as exc:
             log.error("completion would revert (%s); not sending it", exc.rpc_message)
@@ -381,10 +472,12 @@ class Submitter:
         return gas
 
     async def _fees(self) -> tuple[int, int]:
-        block, tip = await self.rpc.batch([
-            ("eth_getBlockByNumber", ["latest", False]),
-            ("eth_maxPriorityFeePerGas", []),
-        ])
+        block, tip = await self.rpc.batch(
+            [
+                ("eth_getBlockByNumber", ["latest", False]),
+                ("eth_maxPriorityFeePerGas", []),
+            ]
+        )
         if isinstance(block, Exception):
             raise block
         base_fee = int(block.get("baseFeePerGas", "0x0"), 16)
@@ -413,6 +506,52 @@ class Submitter:
             return
         if rebroadcast:
             self.stats.rebroadcast += 1
+
+
+class RequesterGasCap:
+    """A cap on the completion gas spent for each requester in a sliding hour.
+
+    The relayer pays for every completion, error results included, so one
+    requester flooding bad orders could drain it. Over the cap, a
+    requester's results wait (RESULT_READY, nothing lost) until the hour
+    slides. Spending is counted in memory: a restart forgets the last
+    hour, which at worst lets one more hour's cap through.
+    """
+
+    WINDOW_S = 3600.0
+
+    def __init__(self, cap: int, clock: Callable[[], float]) -> None:
+        self.cap = cap
+        self.clock = clock
+        self._spent: dict[str, list[tuple[float, int]]] = {}
+        self._warned: set[str] = set()
+
+    def spend(self, requester: str, gas: int) -> None:
+        if self.cap and requester:
+            self._spent.setdefault(requester.lower(), []).append((self.clock(), gas))
+
+    def spent(self, requester: str) -> int:
+        entries = self._spent.get(requester.lower(), [])
+        floor = self.clock() - self.WINDOW_S
+        entries[:] = [(t, g) for t, g in entries if t > floor]
+        return sum(g for _, g in entries)
+
+    def allows(self, requester: str) -> bool:
+        if not self.cap or not requester:
+            return True
+        if self.spent(requester) < self.cap:
+            self._warned.discard(requester.lower())
+            return True
+        if requester.lower() not in self._warned:
+            self._warned.add(requester.lower())
+            log.warning(
+                "requester %s spent its completion gas cap (%d gas in the last hour);"
+                " its results wait",
+                requester,
+                self.cap,
+                extra={"requester": requester},
+            )
+        return False
 
 
 def _int_reply(reply: Any) -> int:

@@ -30,8 +30,16 @@ GET = selector("workOrderGet(bytes32)")
 WORKER_SIGNER = selector("workerSigner(bytes32)")
 
 GET_TYPES = [
-    "uint8", "bytes32", "address", "address", "bytes32", "bytes32",
-    "uint256", "uint64", "uint64", "uint64",
+    "uint8",
+    "bytes32",
+    "address",
+    "address",
+    "bytes32",
+    "bytes32",
+    "uint256",
+    "uint64",
+    "uint64",
+    "uint64",
 ]
 
 # workOrderGet's state values.
@@ -141,8 +149,15 @@ class TxSigner:
         value: int = 0,
     ) -> SignedTx:
         fields = [
-            self.chain_id, nonce, max_priority_fee, max_fee, gas,
-            to_canonical_address(to), value, data, [],
+            self.chain_id,
+            nonce,
+            max_priority_fee,
+            max_fee,
+            gas,
+            to_canonical_address(to),
+            value,
+            data,
+            [],
         ]
         payload = b"\x02" + rlp.encode(fields)
         sig = self._key.sign_recoverable(keccak(payload), hasher=None)

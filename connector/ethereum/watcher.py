@@ -48,8 +48,15 @@ MAX_INCONSISTENT_READS = 5
 # JSON-RPC error codes and messages providers use for "query too large".
 _RANGE_CODES = {-32005, -32602, -32000, -32603}
 _RANGE_WORDS = (
-    "range", "too many", "limit", "exceed", "10000", "timeout", "timed out",
-    "response size", "query returned more",
+    "range",
+    "too many",
+    "limit",
+    "exceed",
+    "10000",
+    "timeout",
+    "timed out",
+    "response size",
+    "query returned more",
 )
 
 
@@ -126,7 +133,9 @@ class LogWatcher:
     async def poll(self) -> int:
         """Process everything confirmed now; return how many events were recorded."""
         if self.checkpoint is None:
-            self.checkpoint = await self.sink.load_checkpoint() or Checkpoint(self.start_block - 1)
+            self.checkpoint = await self.sink.load_checkpoint() or Checkpoint(
+                self.start_block - 1
+            )
         self.confirmed = await self._confirmed_height()
         await self._check_reorg()
         recorded = 0
@@ -150,7 +159,9 @@ class LogWatcher:
 
     async def _confirmed_height(self) -> int:
         if isinstance(self.confirmations, str):
-            block = await self.rpc.call("eth_getBlockByNumber", self.confirmations, False)
+            block = await self.rpc.call(
+                "eth_getBlockByNumber", self.confirmations, False
+            )
             head = await self.rpc.call("eth_blockNumber")
             self.head = int(head, 16)
             if block is None:
@@ -170,7 +181,9 @@ class LogWatcher:
         fork = await self._find_fork(cp)
         self.reorgs += 1
         log.warning(
-            "reorg: block %d changed; rolling back to block %d", newest, fork,
+            "reorg: block %d changed; rolling back to block %d",
+            newest,
+            fork,
             extra={"block": newest, "fork_block": fork},
         )
         kept = Checkpoint(fork, {n: h for n, h in cp.hashes.items() if n <= fork})
@@ -218,7 +231,10 @@ class LogWatcher:
                 self._range = max(1, (end - start + 1) // 2)
                 log.info(
                     "eth_getLogs refused blocks %d-%d (%s); retrying with %d blocks",
-                    start, end, exc, self._range,
+                    start,
+                    end,
+                    exc,
+                    self._range,
                 )
                 continue
             batch = await self._verify_and_decode(logs, start, end)
@@ -230,15 +246,25 @@ class LogWatcher:
         self, logs: Any, start: int, end: int
     ) -> WatchBatch | None:
         if not isinstance(logs, list):
-            raise NodeUnavailable(f"eth_getLogs answered {type(logs).__name__}, not a list")
+            raise NodeUnavailable(
+                f"eth_getLogs answered {type(logs).__name__}, not a list"
+            )
         live = [entry for entry in logs if not entry.get("removed", False)]
         if len(live) != len(logs):
-            log.warning("node sent removed logs for blocks %d-%d; re-checking for a reorg", start, end)
+            log.warning(
+                "node sent removed logs for blocks %d-%d; re-checking for a reorg",
+                start,
+                end,
+            )
         # Remember every recent block's hash (not only those with logs), so a
         # later reorg can be located exactly.
         recent = range(max(start, end - REMEMBERED_BLOCKS + 1), end + 1)
-        numbers = sorted({int(entry["blockNumber"], 16) for entry in live} | set(recent))
-        headers = await self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+        numbers = sorted(
+            {int(entry["blockNumber"], 16) for entry in live} | set(recent)
+        )
+        headers = await self.rpc.batch(
+            [("eth_getBlockByNumber", [hex(n), False]) for n in numbers]
+        )
         hashes: dict[int, str] = {}
         for number, header in zip(numbers, headers, strict=True):
             if isinstance(header, Exception):
@@ -248,7 +274,11 @@ class LogWatcher:
             hashes[number] = header["hash"]
         for entry in live:
             if hashes[int(entry["blockNumber"], 16)] != entry["blockHash"]:
-                log.info("logs of blocks %d-%d came from a replaced block; reading again", start, end)
+                log.info(
+                    "logs of blocks %d-%d came from a replaced block; reading again",
+                    start,
+                    end,
+                )
                 return None
         return self._decode(live, start, end, hashes)
 

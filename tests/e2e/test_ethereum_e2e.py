@@ -13,8 +13,16 @@ from tests.support.bridge_env import open_bridge_env
 JOBS = [
     ("echo-result", ["hello"], "RESULT: hello"),
     ("json-extract", ['{"a":{"b":[1,2,3]}}', "/a/b/2"], "3"),
-    ("price-median", ['[{"source":"x","price":"1"},{"source":"y","price":"3"}]'], '"median":"2"'),
-    ("heart-disease-eval", ["label: 45 1 3 120 240 0 1 150 0 1.2 2 0 3 0"], "risk of heart disease"),
+    (
+        "price-median",
+        ['[{"source":"x","price":"1"},{"source":"y","price":"3"}]'],
+        '"median":"2"',
+    ),
+    (
+        "heart-disease-eval",
+        ["label: 45 1 3 120 240 0 1 150 0 1.2 2 0 3 0"],
+        "risk of heart disease",
+    ),
 ]
 
 
@@ -24,7 +32,9 @@ async def _flow(tmp_path: Path, url: str) -> None:
         for n, (workload, inputs, expected) in enumerate(JOBS):
             requester = env.requester(n % 3)
             worker = await requester.worker(env.worker_ids[n % 2])
-            submitted.append((requester, await requester.submit(worker, workload, inputs), expected))
+            submitted.append(
+                (requester, await requester.submit(worker, workload, inputs), expected)
+            )
 
         for requester, sub, expected in submitted:
             completion = await requester.wait_completion(sub.order_key, timeout=60)
@@ -60,15 +70,23 @@ async def test_consumer_contract_receives_the_verified_result(tmp_path: Path) ->
             from connector.requester_client import EthereumRequester
             from tests.support.bridge_env import OPERATOR_KEY
 
-            owner = EthereumRequester(env.rpc, bytes.fromhex(OPERATOR_KEY[2:]), env.config.ethereum.chain_id,
-                                      env.deployment.contracts["WorkOrderRegistry"],
-                                      env.deployment.contracts["WorkerRegistry"])
+            owner = EthereumRequester(
+                env.rpc,
+                bytes.fromhex(OPERATOR_KEY[2:]),
+                env.config.ethereum.chain_id,
+                env.deployment.contracts["WorkOrderRegistry"],
+                env.deployment.contracts["WorkerRegistry"],
+            )
             worker = await owner.worker(env.worker_ids[0])
             consumer = env.deployment.contracts["ExampleConsumer"]
-            sub = await owner.submit_via_consumer(consumer, worker, "echo-result", ["via consumer"])
+            sub = await owner.submit_via_consumer(
+                consumer, worker, "echo-result", ["via consumer"]
+            )
             completion = await owner.wait_completion(sub.order_key, timeout=60)
             checked = await owner.check(sub, completion)
-            received, status, response = await owner.consumer_result(consumer, sub.order_key)
+            received, status, response = await owner.consumer_result(
+                consumer, sub.order_key
+            )
 
     assert checked.ok, checked.verdict.reason
     assert (received, status, response) == (True, 0, completion.response)

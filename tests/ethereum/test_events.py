@@ -18,12 +18,19 @@ POSITION = {
 
 def test_submitted_log_decodes_every_field() -> None:
     """A well-formed WorkOrderSubmitted log yields its ids, requester and request."""
-    raw = submitted_log(b'{"x":1}', work_order_id=b"\x07" * 32, order_key=b"\x09" * 32) | POSITION
+    raw = (
+        submitted_log(b'{"x":1}', work_order_id=b"\x07" * 32, order_key=b"\x09" * 32)
+        | POSITION
+    )
 
     ev = events.decode_log(raw)
 
     assert isinstance(ev, events.WorkOrderSubmitted)
-    assert (ev.work_order_id, ev.order_key, ev.request) == (b"\x07" * 32, b"\x09" * 32, b'{"x":1}')
+    assert (ev.work_order_id, ev.order_key, ev.request) == (
+        b"\x07" * 32,
+        b"\x09" * 32,
+        b'{"x":1}',
+    )
     assert ev.requester == "0x" + "Cd" * 20 or ev.requester.lower() == "0x" + "cd" * 20
     assert (ev.ref.block_number, ev.ref.log_index) == (16, 3)
 
@@ -49,7 +56,9 @@ def _extra_topic() -> dict[str, object]:
 
 
 def _dirty_address() -> dict[str, object]:
-    data = abi_encode(["bytes32", "uint256", "uint32", "bytes"], [b"\x00" * 32, 2**200, 0, b"x"])
+    data = abi_encode(
+        ["bytes32", "uint256", "uint32", "bytes"], [b"\x00" * 32, 2**200, 0, b"x"]
+    )
     return submitted_log(b"x") | POSITION | {"data": "0x" + data.hex()}
 
 
@@ -79,7 +88,14 @@ def _bad_offset() -> dict[str, object]:
         (_not_hex, "not hex"),
         (_bad_offset, "offset"),
     ],
-    ids=["length-overrun", "extra-topic", "dirty-address", "trailing", "not-hex", "bad-offset"],
+    ids=[
+        "length-overrun",
+        "extra-topic",
+        "dirty-address",
+        "trailing",
+        "not-hex",
+        "bad-offset",
+    ],
 )
 def test_malformed_logs_are_reported_with_their_position(make, reason) -> None:  # type: ignore[no-untyped-def]
     """A log that does not fit the ABI becomes MalformedLog naming block, tx and index."""
@@ -92,6 +108,10 @@ def test_malformed_logs_are_reported_with_their_position(make, reason) -> None: 
 
 def test_unknown_topic_is_malformed_not_an_exception() -> None:
     """A log with a topic the registry never emits is quarantined."""
-    raw = {"address": "0x" + "ab" * 20, "topics": ["0x" + "ee" * 32], "data": "0x"} | POSITION
+    raw = {
+        "address": "0x" + "ab" * 20,
+        "topics": ["0x" + "ee" * 32],
+        "data": "0x",
+    } | POSITION
 
     assert isinstance(events.decode_log(raw), events.MalformedLog)

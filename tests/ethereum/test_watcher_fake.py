@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from connector.ethereum import events
@@ -14,7 +16,9 @@ from tests.support.memsink import MemorySink
 
 
 def _ids(sink: MemorySink) -> list[bytes]:
-    return [e.work_order_id for e in sink.events if isinstance(e, events.WorkOrderSubmitted)]
+    return [
+        e.work_order_id for e in sink.events if isinstance(e, events.WorkOrderSubmitted)
+    ]
 
 
 async def _run(chain: FakeChain, sink: MemorySink, **kw: object) -> LogWatcher:
@@ -33,7 +37,9 @@ async def _run(chain: FakeChain, sink: MemorySink, **kw: object) -> LogWatcher:
     ],
     ids=["range-32602", "results-32005", "timeout"],
 )
-async def test_provider_limits_split_the_range_and_lose_nothing(limits: dict[str, int]) -> None:
+async def test_provider_limits_split_the_range_and_lose_nothing(
+    limits: dict[str, int],
+) -> None:
     """Over 50,000 blocks with a few orders, every order is read once under each provider limit."""
     chain = FakeChain(**limits)
     wanted = []
@@ -51,7 +57,7 @@ async def test_provider_limits_split_the_range_and_lose_nothing(limits: dict[str
     assert watcher.lag == 0
     # Never the same failing range twice in a row.
     calls = chain.getlogs_calls
-    assert all(a != b for a, b in zip(calls, calls[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(calls))
 
 
 async def test_a_block_that_always_fails_is_raised_not_skipped() -> None:
@@ -81,7 +87,9 @@ async def test_failed_commit_does_not_advance_the_checkpoint() -> None:
     assert len(_ids(sink)) == 1
 
 
-async def test_reorg_deeper_than_confirmations_rolls_back_and_reads_the_new_logs() -> None:
+async def test_reorg_deeper_than_confirmations_rolls_back_and_reads_the_new_logs() -> (
+    None
+):
     """Blocks already processed are replaced: their events are rolled back and the new ones read once."""
     chain = FakeChain()
     old = submitted_log(b"old")
@@ -96,7 +104,9 @@ async def test_reorg_deeper_than_confirmations_rolls_back_and_reads_the_new_logs
     await _run(chain, sink, confirmations=1)
 
     assert sink.rollbacks == [6]
-    assert [e.request for e in sink.events if isinstance(e, events.WorkOrderSubmitted)] == [b"new"]
+    assert [
+        e.request for e in sink.events if isinstance(e, events.WorkOrderSubmitted)
+    ] == [b"new"]
 
 
 async def test_reorg_shallower_than_confirmations_is_invisible() -> None:
@@ -142,7 +152,9 @@ async def test_removed_logs_are_ignored() -> None:
 
     await _run(chain, sink, confirmations=0)
 
-    assert [e.request for e in sink.events if isinstance(e, events.WorkOrderSubmitted)] == [b"kept"]
+    assert [
+        e.request for e in sink.events if isinstance(e, events.WorkOrderSubmitted)
+    ] == [b"kept"]
 
 
 async def test_safe_tag_confirmation_uses_the_node_block() -> None:

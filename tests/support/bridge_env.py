@@ -48,19 +48,28 @@ class BridgeEnv:
     def requester(self, n: int) -> EthereumRequester:
         while len(self.requesters) <= n:
             key = DEV_PRIVATE_KEYS[2 + len(self.requesters)]
-            self.requesters.append(EthereumRequester(
-                self.rpc, bytes.fromhex(key[2:]), self.config.ethereum.chain_id,
-                self.deployment.contracts["WorkOrderRegistry"],
-                self.deployment.contracts["WorkerRegistry"],
-            ))
+            self.requesters.append(
+                EthereumRequester(
+                    self.rpc,
+                    bytes.fromhex(key[2:]),
+                    self.config.ethereum.chain_id,
+                    self.deployment.contracts["WorkOrderRegistry"],
+                    self.deployment.contracts["WorkerRegistry"],
+                )
+            )
         return self.requesters[n]
 
-    async def wait_for_counts(self, timeout: float = 30.0, **wanted: int) -> dict[str, int]:
+    async def wait_for_counts(
+        self, timeout: float = 30.0, **wanted: int
+    ) -> dict[str, int]:
         """Poll the store until each named state holds the wanted count."""
         assert self.bridge is not None
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            counts = {s.value: n for s, n in (await self.bridge.store.counts_by_state()).items()}
+            counts = {
+                s.value: n
+                for s, n in (await self.bridge.store.counts_by_state()).items()
+            }
             if all(counts.get(k) == v for k, v in wanted.items()):
                 return counts
             if asyncio.get_running_loop().time() > deadline:
@@ -84,7 +93,9 @@ class BridgeEnv:
                 self.bridge = None
 
 
-def make_config(folder: Path, rpc_url: str, chain_id: int, **ethereum: object) -> Config:
+def make_config(
+    folder: Path, rpc_url: str, chain_id: int, **ethereum: object
+) -> Config:
     config = Config(source=folder / "tcbridge.toml")
     config.bridge.database = "sqlite:///var/tcbridge.db"
     config.ethereum.rpc_url = rpc_url
@@ -100,27 +111,38 @@ def make_config(folder: Path, rpc_url: str, chain_id: int, **ethereum: object) -
 
 @contextlib.asynccontextmanager
 async def open_bridge_env(
-    folder: Path, rpc_url: str, *, workers: int = 1, with_consumer: bool = True,
+    folder: Path,
+    rpc_url: str,
+    *,
+    workers: int = 1,
+    with_consumer: bool = True,
     **ethereum: object,
 ) -> AsyncIterator[BridgeEnv]:
     w3 = Web3(Web3.HTTPProvider(rpc_url))
     chain_id = int(w3.eth.chain_id)
     config = make_config(folder, rpc_url, chain_id, **ethereum)
-    deployment = deploy_all(w3, Account.from_key(OPERATOR_KEY), with_consumer=with_consumer)
+    deployment = deploy_all(
+        w3, Account.from_key(OPERATOR_KEY), with_consumer=with_consumer
+    )
     deployment.write(runtime.data_dir(config) / "deployment.json")
     identities = config.path(config.pool.identities_dir)
     identities.mkdir(parents=True, exist_ok=True)
     records = []
     for n in range(workers):
         keys = generate_identity(f"e2e-worker-{n}-{os.getpid()}")
-        save_sealed(identities / f"{keys.worker_id}.sealed", seal(keys, PASSPHRASE, scrypt_n=2**10))
+        save_sealed(
+            identities / f"{keys.worker_id}.sealed",
+            seal(keys, PASSPHRASE, scrypt_n=2**10),
+        )
         records.append(worker_record(keys, SimulatedAttester().evidence_for(keys)))
     register_workers(config, bytes.fromhex(OPERATOR_KEY[2:]), records)
     os.environ[runtime.PASSPHRASE_ENV] = PASSPHRASE
     os.environ[runtime.RELAYER_KEY_ENV] = RELAYER_KEY
     async with JsonRpcClient(rpc_url) as rpc:
         try:
-            yield BridgeEnv(config, deployment, [r.worker_id for r in records], folder, rpc)
+            yield BridgeEnv(
+                config, deployment, [r.worker_id for r in records], folder, rpc
+            )
         finally:
             os.environ.pop(runtime.PASSPHRASE_ENV, None)
             os.environ.pop(runtime.RELAYER_KEY_ENV, None)

@@ -47,12 +47,16 @@ class FakeChain:
     def mine(self, count: int = 1) -> None:
         self.height += count
 
-    def add_log(self, block: int, address: str, topics: list[str], data: str, **extra: Any) -> None:
+    def add_log(
+        self, block: int, address: str, topics: list[str], data: str, **extra: Any
+    ) -> None:
         entry = {"address": address.lower(), "topics": topics, "data": data, **extra}
         self.logs.setdefault(block, []).append(entry)
         self.height = max(self.height, block)
 
-    def reorg(self, depth: int, replacement: dict[int, list[dict[str, Any]]] | None = None) -> None:
+    def reorg(
+        self, depth: int, replacement: dict[int, list[dict[str, Any]]] | None = None
+    ) -> None:
         """Replace the last ``depth`` blocks; their logs become ``replacement``."""
         first = self.height - depth + 1
         self.fork += 1
@@ -65,14 +69,16 @@ class FakeChain:
     def positioned(self, number: int) -> list[dict[str, Any]]:
         out = []
         for index, entry in enumerate(self.logs.get(number, [])):
-            out.append({
-                **entry,
-                "blockNumber": hex(number),
-                "blockHash": self.block_hash(number),
-                "transactionHash": _h("tx", number, index, self.block_hash(number)),
-                "logIndex": hex(index),
-                "transactionIndex": hex(index),
-            })
+            out.append(
+                {
+                    **entry,
+                    "blockNumber": hex(number),
+                    "blockHash": self.block_hash(number),
+                    "transactionHash": _h("tx", number, index, self.block_hash(number)),
+                    "logIndex": hex(index),
+                    "transactionIndex": hex(index),
+                }
+            )
         return out
 
 
@@ -88,7 +94,9 @@ class FakeNode:
 
     async def handle(self, request: web.Request) -> web.Response:
         if self.chain.http_fail_next:
-            return web.Response(status=self.chain.http_fail_next.pop(0), text="unavailable")
+            return web.Response(
+                status=self.chain.http_fail_next.pop(0), text="unavailable"
+            )
         body = json.loads(await request.read())
         if isinstance(body, list):
             return web.json_response([await self._one(item) for item in body])
@@ -98,7 +106,11 @@ class FakeNode:
         try:
             result = await self._dispatch(req["method"], req.get("params", []))
         except RpcFailure as exc:
-            return {"jsonrpc": "2.0", "id": req["id"], "error": {"code": exc.code, "message": exc.message}}
+            return {
+                "jsonrpc": "2.0",
+                "id": req["id"],
+                "error": {"code": exc.code, "message": exc.message},
+            }
         return {"jsonrpc": "2.0", "id": req["id"], "result": result}
 
     async def _dispatch(self, method: str, params: list[Any]) -> Any:
@@ -112,15 +124,21 @@ class FakeNode:
             return hex(c.height)
         if method == "eth_getBlockByNumber":
             tag = params[0]
-            number = {"latest": c.height, "safe": c.height - 4, "finalized": c.height - 8}.get(
-                tag, None
-            )
+            number = {
+                "latest": c.height,
+                "safe": c.height - 4,
+                "finalized": c.height - 8,
+            }.get(tag)
             if number is None:
                 number = int(tag, 16)
             if number < 0 or number > c.height:
                 return None
-            return {"number": hex(number), "hash": c.block_hash(number),
-                    "parentHash": c.block_hash(number - 1), "baseFeePerGas": hex(10**9)}
+            return {
+                "number": hex(number),
+                "hash": c.block_hash(number),
+                "parentHash": c.block_hash(number - 1),
+                "baseFeePerGas": hex(10**9),
+            }
         if method == "eth_getLogs":
             return await self._get_logs(params[0])
         raise RpcFailure(-32601, f"method {method} not found")
@@ -140,11 +158,15 @@ class FakeNode:
             for entry in c.positioned(number):
                 if entry["address"] != address:
                     continue
-                if topic_set and (not entry["topics"] or entry["topics"][0] not in topic_set):
+                if topic_set and (
+                    not entry["topics"] or entry["topics"][0] not in topic_set
+                ):
                     continue
                 out.append(entry)
         if c.max_results is not None and len(out) > c.max_results:
-            raise RpcFailure(-32005, f"query returned more than {c.max_results} results")
+            raise RpcFailure(
+                -32005, f"query returned more than {c.max_results} results"
+            )
         return out
 
 

@@ -24,7 +24,8 @@ def submitted_log(
     work_order_id = work_order_id or os.urandom(32)
     order_key = order_key or os.urandom(32)
     data = abi_encode(
-        ["bytes32", "address", "uint32", "bytes"], [order_key, requester, callback_gas, request]
+        ["bytes32", "address", "uint32", "bytes"],
+        [order_key, requester, callback_gas, request],
     )
     return {
         "address": REGISTRY,
@@ -42,6 +43,11 @@ def completed_log(order_key: bytes, status: int, response: bytes) -> dict[str, o
     data = abi_encode(["uint256", "bytes"], [status, response])
     return {
         "address": REGISTRY,
-        "topics": [events.COMPLETED_TOPIC, "0x" + order_key.hex(), "0x" + "00" * 32, "0x" + "00" * 32],
+        "topics": [
+            events.COMPLETED_TOPIC,
+            "0x" + order_key.hex(),
+            "0x" + "00" * 32,
+            "0x" + "00" * 32,
+        ],
         "data": "0x" + data.hex(),
     }
