@@ -179,7 +179,9 @@ class Config:
         return depth
 
 
-def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: str | Path | None, env: Mapping[str, str] | None = None
+) -> Config:
     """Read the TOML file (optional), apply ``TCBRIDGE_*`` overrides, validate."""
     env = os.environ if env is None else env
     raw: dict[str, Any] = {}
@@ -189,9 +191,13 @@ def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -
         try:
             raw = tomllib.loads(source.read_text())
         except FileNotFoundError:
-            raise ConfigurationError(f"configuration file {source} does not exist") from None
+            raise ConfigurationError(
+                f"configuration file {source} does not exist"
+            ) from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigurationError(f"configuration file {source} is not valid TOML: {exc}") from exc
+            raise ConfigurationError(
+                f"configuration file {source} is not valid TOML: {exc}"
+            ) from exc
 
     config = Config(source=source)
     for f in dataclasses.fields(Config):
@@ -203,16 +209,24 @@ def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -
             raise ConfigurationError(f"[{f.name}] must be a table")
         _apply(f.name, section, values, env)
     if raw:
-        raise ConfigurationError(f"unknown configuration sections: {', '.join(sorted(raw))}")
+        raise ConfigurationError(
+            f"unknown configuration sections: {', '.join(sorted(raw))}"
+        )
     config.confirmation_depth()
     return config
 
 
-def _apply(name: str, section: Any, values: dict[str, Any], env: Mapping[str, str]) -> None:
+def _apply(
+    name: str, section: Any, values: dict[str, Any], env: Mapping[str, str]
+) -> None:
     hints = typing.get_type_hints(type(section))
     known = {f.name for f in dataclasses.fields(section)}
     for key in values:
-        if key in SECRET_NAMES or key.endswith("_key") and not key.endswith("_key_file"):
+        if (
+            key in SECRET_NAMES
+            or (key.endswith("_key")
+            and not key.endswith("_key_file"))
+        ):
             raise ConfigurationError(
                 f"[{name}] {key}: secrets do not belong in the configuration file;"
                 f" put it in a file named by {key}_file or in the environment"
@@ -256,20 +270,30 @@ def _parse_env(name: str, text: str, hint: Any) -> Any:
             return [item.strip() for item in text.split(",") if item.strip()]
         return text
     except ValueError:
-        raise ConfigurationError(f"environment variable {name}={text!r} is not a valid {hint}") from None
+        raise ConfigurationError(
+            f"environment variable {name}={text!r} is not a valid {hint}"
+        ) from None
 
 
 def read_secret(
-    what: str, file_setting: str, env_name: str, config: Config, env: Mapping[str, str] | None = None
+    what: str,
+    file_setting: str,
+    env_name: str,
+    config: Config,
+    env: Mapping[str, str] | None = None,
 ) -> str:
     """A secret from its environment variable, else from the file the config names."""
     env = os.environ if env is None else env
     if env.get(env_name):
         return env[env_name].strip()
     if not file_setting:
-        raise ConfigurationError(f"no {what}: set {env_name} or name a file in the configuration")
+        raise ConfigurationError(
+            f"no {what}: set {env_name} or name a file in the configuration"
+        )
     path = config.path(file_setting)
     try:
         return path.read_text().strip()
     except OSError as exc:
-        raise ConfigurationError(f"cannot read the {what} from {path}: {exc.strerror}") from exc
+        raise ConfigurationError(
+            f"cannot read the {what} from {path}: {exc.strerror}"
+        ) from exc
