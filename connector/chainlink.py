@@ -49,7 +49,7 @@ import aiohttp
 from aiohttp import web
 
 from enclave_bridge.eea import _shallow
-from enclave_bridge.errors import ConfigurationError, PoolError
+from enclave_bridge.errors import ConfigurationError, PoolError, TcbridgeError
 from enclave_bridge.listener import WorkOrderBackend
 from enclave_bridge.listener_schema import url_allowed
 from enclave_bridge.pool import PoolJob, PoolResult
@@ -133,8 +133,12 @@ class AdapterSettings:
         )
 
 
-class AdapterError(Exception):
-    """One named failure of a job run; becomes the adapter's error answer."""
+class AdapterError(TcbridgeError):
+    """One named failure of a job run; becomes the adapter's error answer.
+
+    Its ``name`` says who must act: the caller (4xx names) or the operator
+    and the pool (5xx names); it is never raised out of the adapter.
+    """
 
     def __init__(self, name: str, message: str, **extra: Any) -> None:
         super().__init__(message)

@@ -22,6 +22,7 @@ from typing import Any
 from yarl import URL
 
 from enclave_bridge.eea import MAX_JSON_DEPTH, EeaError, _shallow
+from enclave_bridge.errors import WorkOrderError
 
 # Standard JSON-RPC 2.0 codes, reported next to the EEA code in ``data``.
 PARSE_ERROR = -32700
@@ -37,8 +38,12 @@ _B64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=
 MAX_STRING_CHARS = 8192
 
 
-class RpcFailure(Exception):
-    """A request the listener refuses; becomes a JSON-RPC error (HTTP 200)."""
+class RpcFailure(WorkOrderError):
+    """A request the listener refuses; becomes a JSON-RPC error (HTTP 200).
+
+    A :class:`~enclave_bridge.errors.WorkOrderError`: the caller's input is
+    wrong (or not ready yet), and ``code`` is the EEA code it gets back.
+    """
 
     def __init__(
         self,
@@ -49,8 +54,7 @@ class RpcFailure(Exception):
         jsonrpc_code: int | None = None,
         rpc_id: int | str | None = None,
     ) -> None:
-        super().__init__(message)
-        self.code = int(code)
+        super().__init__(int(code), message)
         self.message = message
         self.work_order_id = work_order_id
         self.jsonrpc_code = jsonrpc_code
