@@ -1,0 +1,1 @@
+"""The Hyperledger Fabric side of the bridge: Gateway client, event watcher, submitter."""
