@@ -42,7 +42,9 @@ PASSPHRASE = "bench-only passphrase"
 # --- load generator (a separate process) ------------------------------------------
 
 
-async def _client_run(host: str, port: int, bodies: list[bytes], clients: int) -> dict[str, object]:
+async def _client_run(
+    host: str, port: int, bodies: list[bytes], clients: int
+) -> dict[str, object]:
     queue = list(reversed(bodies))
     latencies: list[float] = []
     errors = 0
@@ -113,7 +115,9 @@ def cpu_seconds(pids: Sequence[int]) -> float:
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+    return (
+        ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+    )
 
 
 async def bench(args: argparse.Namespace) -> int:
@@ -148,7 +152,8 @@ async def bench(args: argparse.Namespace) -> int:
 
             print(f"building {args.orders} work orders for each run ...")
             pool_jobs = [
-                PoolJob(f"bench:pool:{n}", body) for n, body in enumerate(orders(args.orders))
+                PoolJob(f"bench:pool:{n}", body)
+                for n, body in enumerate(orders(args.orders))
             ]
             listener_bodies = orders(args.orders)
             warm = [PoolJob(f"bench:warm:{n}", b) for n, b in enumerate(orders(40))]

@@ -22,7 +22,8 @@ from enclave_bridge.pool import EnclavePool, open_pool
 from enclave_bridge.requester import SentWorkOrder, WorkerDetails, verify_response
 from tests.enclave import vectors
 from tests.enclave.conftest import requires_vectors
-from tests.listener.conftest import PASSPHRASE, REGISTRY, Catcher, run_catcher
+from tests.listener.conftest import REGISTRY, Catcher, run_catcher
+from tests.pool.conftest import PASSPHRASE
 
 pytestmark = [requires_vectors, pytest.mark.asyncio(loop_scope="module")]
 

@@ -72,7 +72,7 @@ async def test_proxy_model_returns_the_signed_exact_bytes(
         again = await remote.submit(job)
 
     assert result.status == 0 and result.result_signature is not None
-    assert job.target is not None
+    assert isinstance(job.target, EthereumTarget)
     signer = recover_eip712_signer(
         result.result_signature,
         DOMAIN,
@@ -93,7 +93,7 @@ async def test_proxy_model_refuses_a_target_for_other_bytes(
     """The listener signs only when the target's requestHash is the keccak of the bytes sent."""
     sent = build_work_order(vector_details, "echo-result", [b"x"])
     job = _job(sent, "remote:proxy:forged", target=True)
-    assert job.target is not None
+    assert isinstance(job.target, EthereumTarget)
     forged = PoolJob(
         order_key=job.order_key,
         request=job.request,
