@@ -124,6 +124,9 @@ class ListenerSettings:
     default_max_seconds: float = 30.0
     lookup_page_size: int = 100
     notify_timeout_s: float = 5.0
+    # Past these, WorkOrderSubmit answers BUSY (8) instead of queueing.
+    max_running_orders: int = 4096
+    max_in_flight_per_requester: int = 64
     url_allowlist: tuple[str, ...] = ()
     organization_id: str = ""
     application_type_id: str = ""
@@ -151,6 +154,7 @@ class ListenerSettings:
             max_sync_wait_s=section.max_sync_wait_s,
             default_max_seconds=config.pool.execution_timeout_s,
             lookup_page_size=section.lookup_page_size,
+            max_in_flight_per_requester=config.limits.max_in_flight_per_requester,
             notify_timeout_s=section.notify_timeout_s,
             url_allowlist=tuple(config.guards.url_allowlist),
             organization_id=section.organization_id,
@@ -206,6 +210,8 @@ class EeaListener:
         # Worker id (lower case) -> EEA status, mirrored from the book for the
         # hot path; every write to a worker record goes through _put_worker.
         self._worker_status: dict[str, int] = {}
+        # Running orders per requesterId (lower case; "" for bridge orders).
+        self._per_requester: dict[str, int] = {}
         self._methods: dict[str, Handler] = {
             "WorkerLookUp": self._worker_lookup,
             "WorkerLookUpNext": self._worker_lookup,
@@ -504,6 +510,7 @@ class EeaListener:
                 exc.code, str(exc), work_order_id=_short(call.params.get("workOrderId"))
             ) from None
         work_order_id = parsed.work_order_id
+        self._check_capacity(parsed.requester_id.lower(), work_order_id)
         status = self._worker_status.get(parsed.worker_id.lower())
         if status is not None and status != WORKER_ACTIVE:
             raise invalid_params(
@@ -600,6 +607,29 @@ class EeaListener:
         )
         return await self._answer_when_done(call, task, row, wait / 1000)
 
+    def _check_capacity(self, requester_id: str, work_order_id: str) -> None:
+        """Refuse with BUSY rather than queue without bound.
+
+        requesterId is self-declared in the direct model, so the per-requester
+        cap only keeps honest heavy users fair; the overall cap bounds memory.
+        """
+        if len(self._running) >= self.settings.max_running_orders:
+            raise RpcFailure(
+                WorkOrderStatus.BUSY,
+                "the worker service is busy; submit again later",
+                work_order_id=work_order_id,
+            )
+        if self._per_requester.get(requester_id, 0) >= (
+            self.settings.max_in_flight_per_requester
+        ):
+            raise RpcFailure(
+                WorkOrderStatus.BUSY,
+                f"requester {requester_id} has "
+                f"{self.settings.max_in_flight_per_requester} work orders in flight; "
+                "submit again when one finished",
+                work_order_id=work_order_id,
+            )
+
     def _launch(
         self, row: OrderRow, target: Target, notify_uri: str | None
     ) -> asyncio.Task[PoolResult]:
@@ -614,6 +644,8 @@ class EeaListener:
         task.add_done_callback(_consume)
         self._running[row.key] = task
         self.stats.orders_running = len(self._running)
+        requester = row.requester_id
+        self._per_requester[requester] = self._per_requester.get(requester, 0) + 1
         return task
 
     async def _run(
@@ -628,6 +660,9 @@ class EeaListener:
         finally:
             self._running.pop(row.key, None)
             self.stats.orders_running = len(self._running)
+            left = self._per_requester.pop(row.requester_id, 1) - 1
+            if left > 0:
+                self._per_requester[row.requester_id] = left
         extension = None
         if job.target is not None:
             extension = json.dumps(_extension(result))

@@ -46,7 +46,7 @@ from enclave_bridge.errors import (
     WorkOrderError,
 )
 from enclave_bridge.listener import target_to_json
-from enclave_bridge.pool import PoolJob, PoolResult, WorkerPublicRecord
+from enclave_bridge.pool import PoolJob, PoolResult, PoolStats, WorkerPublicRecord
 from enclave_bridge.processor import encode_response
 from enclave_bridge.result_signature import address_of_public_key
 
@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 # A remote order gets this long beyond its own cap: queueing and the network.
 DEFAULT_MAX_SECONDS = 30.0
+# Orders kept in flight at one remote listener; its own pool queues the rest.
+DEFAULT_CONCURRENCY = 8
 QUEUE_SLACK_SECONDS = 30.0
 # Transport retries per call; each waits twice as long as the last.
 CALL_ATTEMPTS = 3
@@ -76,12 +78,11 @@ AVALON_PROXY_REFUSAL = (
 
 
 @dataclass
-class RemoteStats:
-    """A cheap snapshot for health checks and metrics."""
-
+class _Counters:
     in_flight: int = 0
     done: int = 0
     failed: int = 0
+    timeouts: int = 0
     transport_retries: int = 0
 
 
@@ -94,15 +95,20 @@ class RemotePool:
         *,
         proxy_token: str | None = None,
         default_max_seconds: float = DEFAULT_MAX_SECONDS,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self.url = url
+        # What the bridge sizes its dispatch by (EnclavePool's size x depth):
+        # orders this client keeps in flight at the remote listener.
+        self.size = max(1, concurrency)
+        self.depth = 1
         self.proxy_token = proxy_token
         self.default_max_seconds = default_max_seconds
         self.is_tcbridge = False
         self._records: dict[str, WorkerPublicRecord] = {}
         self._http: aiohttp.ClientSession | None = None
         self._ids = itertools.count(1)
-        self._stats = RemoteStats()
+        self._counters = _Counters()
 
     async def start(self) -> None:
         """Learn what the listener is and which workers it serves."""
@@ -134,26 +140,45 @@ class RemotePool:
     def worker_records(self) -> dict[str, WorkerPublicRecord]:
         return dict(self._records)
 
-    def stats(self) -> RemoteStats:
-        return RemoteStats(**vars(self._stats))
+    def stats(self) -> PoolStats:
+        """EnclavePool's snapshot; the remote side's queue is not visible here."""
+        c = self._counters
+        return PoolStats(
+            processes=self.size,
+            queued=0,
+            in_flight=c.in_flight,
+            done=c.done,
+            failed=c.failed,
+            oldest_queued_age=0.0,
+            crashes=0,
+            timeouts=c.timeouts,
+            replacements=0,
+        )
+
+    @property
+    def transport_retries(self) -> int:
+        return self._counters.transport_retries
 
     # --- work orders ------------------------------------------------------------
 
     async def submit(self, job: PoolJob) -> PoolResult:
         """Run one work order on the remote pool; its result or error result."""
-        self._stats.in_flight += 1
+        counters = self._counters
+        counters.in_flight += 1
         try:
             if job.target is not None:
                 self.require_proxy()
                 result = await self._submit_proxy(job)
             else:
                 result = await self._submit_direct(job)
-        except BaseException:
-            self._stats.failed += 1
-            raise
         finally:
-            self._stats.in_flight -= 1
-        self._stats.done += 1
+            counters.in_flight -= 1
+        # Counted as EnclavePool counts: every answer is done, error answers failed.
+        counters.done += 1
+        if result.status != 0:
+            counters.failed += 1
+        if result.pool_failure == "timeout":
+            counters.timeouts += 1
 
         return result
 
@@ -305,7 +330,7 @@ class RemotePool:
                     raise PoolError(
                         f"calling {method} at {self.url} failed {attempt} times: {exc}"
                     ) from exc
-                self._stats.transport_retries += 1
+                self._counters.transport_retries += 1
                 log.info(
                     "calling %s at %s failed (%s); retry %d in %.1f s",
                     method,
@@ -326,10 +351,14 @@ async def open_remote_pool(
     proxy: bool = False,
     proxy_token: str | None = None,
     default_max_seconds: float = DEFAULT_MAX_SECONDS,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> AsyncIterator[RemotePool]:
     """Connect to a remote listener; ``proxy=True`` refuses one that cannot sign results."""
     pool = RemotePool(
-        url, proxy_token=proxy_token, default_max_seconds=default_max_seconds
+        url,
+        proxy_token=proxy_token,
+        default_max_seconds=default_max_seconds,
+        concurrency=concurrency,
     )
     try:
         await pool.start()

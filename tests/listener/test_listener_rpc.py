@@ -463,3 +463,36 @@ async def test_two_hundred_simultaneous_requests(
         assert verdict.outputs[0].data == f"RESULT: load {n}".encode()
     for answer in answers[160:]:
         assert answer["result"]["status"] == 1
+
+
+async def test_busy_past_the_in_flight_caps(
+    tmp_path: Path, sealed_worker: SealedIdentity, vector_details: WorkerDetails
+) -> None:
+    """Past the per-requester and overall caps a submit answers BUSY and runs nothing."""
+    async with run_listener(
+        tmp_path, sealed_worker, max_in_flight_per_requester=2, max_running_orders=3
+    ) as h:
+        requester = "aa" * 32
+
+        def order(requester_id: str) -> dict[str, Any]:
+            sent = build_work_order(
+                vector_details,
+                "test-sleep",
+                [b"0.5"],
+                requester_id=requester_id,
+                timeout_msecs=0,
+            )
+            return dict(sent.request["params"])
+
+        for _ in range(2):
+            answer = await h.call("WorkOrderSubmit", order(requester))
+            assert answer["error"]["code"] == WorkOrderStatus.SCHEDULED
+        busy = await h.call("WorkOrderSubmit", order(requester))
+        assert busy["error"]["code"] == WorkOrderStatus.BUSY
+        assert "in flight" in busy["error"]["message"]
+
+        other = await h.call("WorkOrderSubmit", order("bb" * 32))
+        assert other["error"]["code"] == WorkOrderStatus.SCHEDULED
+        full = await h.call("WorkOrderSubmit", order("cc" * 32))
+        assert full["error"]["code"] == WorkOrderStatus.BUSY
+        assert h.listener.stats.orders_submitted == 3

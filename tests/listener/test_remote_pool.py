@@ -50,6 +50,9 @@ async def test_direct_model_through_a_remote_tcbridge_listener(
         assert record.signing_address == vectors.worker_keys().signing_address
         sent = build_work_order(vector_details, "echo-result", [b"far away"])
         result = await remote.submit(_job(sent, "remote:direct:1", target=False))
+        stats = remote.stats()
+        assert (stats.done, stats.failed, stats.in_flight) == (1, 0, 0)
+        assert remote.size * remote.depth >= 1
 
     assert result.status == 0
     assert result.result_signature is None
