@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
 
-from enclave_bridge.eea import WorkOrderErrorBody, peek_field
+from enclave_bridge.eea import LoadedRequest, peek_field
 from enclave_bridge.identity import (
     encryption_key_pem,
     unseal,
@@ -47,8 +47,6 @@ from enclave_bridge.processor import (
     FabricTarget,
     ProcessorPolicy,
     WorkOrderProcessor,
-    encode_response,
-    result_signature,
 )
 from enclave_bridge.result_signature import EthereumDomain, FabricDomain
 from enclave_bridge.workload import WorkloadRegistry
@@ -188,6 +186,20 @@ def target_from_wire(wire: tuple[Any, ...] | None) -> Target:
     return FabricTarget(FabricDomain(first, second), third, request_hash)
 
 
+ID_FIELDS = ("workOrderId", "workerId", "requesterId")
+
+
+def ids_to_wire(ids: Mapping[str, str] | None) -> tuple[str, str, str] | None:
+    """Expected ids as a tuple of strings, in :data:`ID_FIELDS` order."""
+    if ids is None:
+        return None
+    return (ids["workOrderId"], ids["workerId"], ids["requesterId"])
+
+
+def ids_from_wire(wire: tuple[str, str, str] | None) -> dict[str, str] | None:
+    return None if wire is None else dict(zip(ID_FIELDS, wire, strict=True))
+
+
 def encode_pickled(message: tuple[Any, ...]) -> bytes:
     return PICKLED + pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -237,8 +249,19 @@ class Server:
             )
         return out
 
-    def run(self, order_key: str, request: bytes, target: Target) -> Answer:
-        worker_id, workload_name = _routing(request)
+    def run(
+        self,
+        order_key: str,
+        request: bytes,
+        target: Target,
+        expected_ids: Mapping[str, str] | None = None,
+    ) -> Answer:
+        # Decoded once: for routing here and for the processor's checks.
+        loaded = self.processor.load(request)
+        worker_id, workload_name = _routing(loaded)
+        if expected_ids is not None:
+            # The registry's worker owns the order, its state and its claims.
+            worker_id = expected_ids["workerId"].lower()
         workload = self.registry.get(workload_name) if workload_name else None
         stateful = bool(workload is not None and workload.stateful)
 
@@ -246,10 +269,11 @@ class Server:
             snapshot: StateSnapshot | None, claim: Callable[[bytes], bool]
         ) -> Execution:
             outcome = self.processor.process(
-                request,
+                loaded if loaded is not None else request,
                 state=snapshot.state if snapshot is not None else None,
                 target=target,
                 claim_request=claim,
+                expected_ids=expected_ids,
             )
             return Execution(
                 status=outcome.status,
@@ -277,37 +301,38 @@ class Server:
         return _answer(done.result, done.executed)
 
     def fail(
-        self, order_key: str, request: bytes, target: Target, code: int, message: str
+        self,
+        order_key: str,
+        request: bytes,
+        target: Target,
+        code: int,
+        message: str,
+        expected_ids: Mapping[str, str] | None = None,
     ) -> Answer:
-        """Commit and sign an error result the pool decided on (timeout, crashes)."""
+        """Commit and sign an error result decided outside the processor.
+
+        The pool decides on some (timeout, crashes), the bridge on others
+        (``PoolJob.refuse``). Nothing runs; an order that already has a
+        committed result keeps it.
+        """
         stored = self.store.result(order_key)
         if stored is not None:
             return _answer(stored, False)
 
-        worker_id = _lower_str(peek_field(request, "workerId"))
-        rpc_id = peek_field(request, "id")
-        if isinstance(rpc_id, bool) or not isinstance(rpc_id, int | str):
-            rpc_id = None
-        work_order_id = peek_field(request, "workOrderId")
-        body = WorkOrderErrorBody(
-            code, message, work_order_id if isinstance(work_order_id, str) else None
+        if expected_ids is not None:
+            worker_id = expected_ids["workerId"].lower()
+        else:
+            worker_id = _lower_str(peek_field(request, "workerId"))
+        outcome = self.processor.refusal(
+            request, code, message, target=target, expected_ids=expected_ids
         )
-        response = encode_response(
-            {"jsonrpc": "2.0", "id": rpc_id, "error": body.to_json()}
-        )
-        signer = self.keys.get(worker_id)
-        if signer is None and len(self.keys) == 1:
-            signer = next(iter(self.keys.values()))
-        signature = None
-        if target is not None and signer is not None:
-            signature = result_signature(signer.signing_key, target, response, code)
         result = StoredResult(
             order_key=order_key,
             worker_id=worker_id,
-            status=code,
-            response=response,
+            status=outcome.status,
+            response=outcome.response_bytes,
             request_hash=None,
-            result_signature=signature,
+            result_signature=outcome.result_signature,
         )
         self.store.commit(result, claim=False)
         committed = self.store.result(order_key) or result
@@ -341,17 +366,14 @@ def _answer(result: StoredResult, executed: bool) -> Answer:
     )
 
 
-def _routing(request: bytes) -> tuple[str, str | None]:
-    """(worker id, workload name) of a request, as far as it says; one JSON parse."""
-    try:
-        document = json.loads(request)
-        params = document.get("params", document)
-        return _lower_str(params.get("workerId")), _workload_name(
-            params.get("workloadId")
-        )
-    except (ValueError, AttributeError, RecursionError):
+def _routing(loaded: LoadedRequest | None) -> tuple[str, str | None]:
+    """(worker id, workload name) of a request, as far as it says."""
+    document = loaded.document if loaded is not None else None
+    params = document.get("params", document) if isinstance(document, dict) else None
+    if not isinstance(params, dict):
         # The processor refuses such a request with a proper error result.
         return "", None
+    return _lower_str(params.get("workerId")), _workload_name(params.get("workloadId"))
 
 
 def _lower_str(value: Any) -> str:
@@ -387,7 +409,12 @@ def serve(cmd_fd: int, result_fd: int) -> None:
             return
         kind, job_id = message[0], message[1]
         if kind == "run":
-            answer = server.run(message[2], message[3], target_from_wire(message[4]))
+            answer = server.run(
+                message[2],
+                message[3],
+                target_from_wire(message[4]),
+                ids_from_wire(message[5]),
+            )
         elif kind == "fail":
             answer = server.fail(
                 message[2],
@@ -395,6 +422,7 @@ def serve(cmd_fd: int, result_fd: int) -> None:
                 target_from_wire(message[4]),
                 message[5],
                 message[6],
+                ids_from_wire(message[7]),
             )
         else:
             raise ValueError(f"unknown message kind {kind!r}")

@@ -310,12 +310,19 @@ def unwrap_item_key(
 # --- ECDSA secp256k1 -------------------------------------------------------
 
 
-def sign_digest(private_key: bytes, digest: bytes) -> bytes:
-    """DER ECDSA signature over a 32-byte digest, always low s (RFC 6979 nonce)."""
-    return coincurve.PrivateKey(private_key).sign(digest, hasher=None)
+def sign_digest(private_key: bytes | coincurve.PrivateKey, digest: bytes) -> bytes:
+    """DER ECDSA signature over a 32-byte digest, always low s (RFC 6979 nonce).
+
+    Pass a ``coincurve.PrivateKey`` built once where the same key signs
+    often: building one derives the public key, which costs more than
+    the signature.
+    """
+    if not isinstance(private_key, coincurve.PrivateKey):
+        private_key = coincurve.PrivateKey(private_key)
+    return private_key.sign(digest, hasher=None)
 
 
-def sign_digest_b64(private_key: bytes, digest: bytes) -> str:
+def sign_digest_b64(private_key: bytes | coincurve.PrivateKey, digest: bytes) -> str:
     return base64.b64encode(sign_digest(private_key, digest)).decode()
 
 

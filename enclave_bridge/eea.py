@@ -259,22 +259,39 @@ def decode_base64(text: str, field: str) -> bytes:
         raise invalid(field, "is not standard padded base64") from exc
 
 
-def split_request(
-    request: bytes | str | Mapping[str, Any], limits: Limits
-) -> tuple[Any, Mapping[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class LoadedRequest:
+    """Request JSON text already checked against the limits and decoded.
+
+    A pool process reads the routing fields from ``document`` and hands the
+    same object to the processor, so the text is decoded once per order.
+    """
+
+    document: Any
+
+
+RawRequest = bytes | str | Mapping[str, Any] | LoadedRequest
+
+
+def load_request(request: bytes | str, limits: Limits) -> LoadedRequest:
+    """Decode JSON text within the size and depth limits; WorkOrderError if not."""
+    raw = request.encode() if isinstance(request, str) else request
+    if len(raw) > limits.max_request_bytes:
+        raise invalid("request", f"is larger than {limits.max_request_bytes} bytes")
+    if not _shallow(raw):
+        raise invalid("request", f"is not JSON nested at most {MAX_JSON_DEPTH} deep")
+    try:
+        return LoadedRequest(json.loads(raw))
+    except (ValueError, RecursionError) as exc:
+        raise invalid("request", "is not JSON") from exc
+
+
+def split_request(request: RawRequest, limits: Limits) -> tuple[Any, Mapping[str, Any]]:
     """(JSON-RPC id, params) from a JSON-RPC request or bare params."""
     if isinstance(request, bytes | str):
-        raw = request.encode() if isinstance(request, str) else request
-        if len(raw) > limits.max_request_bytes:
-            raise invalid("request", f"is larger than {limits.max_request_bytes} bytes")
-        if not _shallow(raw):
-            raise invalid(
-                "request", f"is not JSON nested at most {MAX_JSON_DEPTH} deep"
-            )
-        try:
-            request = json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise invalid("request", "is not JSON") from exc
+        request = load_request(request, limits)
+    if isinstance(request, LoadedRequest):
+        request = request.document
     if not isinstance(request, Mapping):
         raise invalid("request", "is not a JSON object")
     if "params" in request:
@@ -304,17 +321,19 @@ def _shallow(raw: bytes) -> bool:
     first, in linear time: drop strings, map each opening bracket to +1 and
     each closing one to -1, and take the largest running sum.
     """
+    # Every bracket counted, strings' too, bounds the depth from above: most
+    # requests hold so few that the exact measure is not needed.
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return True
     steps = _JSON_STRING.sub(b"", raw).translate(_BRACKET_STEPS, _NOT_BRACKETS)
     depth = max(itertools.accumulate(memoryview(steps).cast("b")), default=0)
     return depth <= MAX_JSON_DEPTH
 
 
-def parse_request(
-    request: bytes | str | Mapping[str, Any], limits: Limits = Limits()
-) -> WorkOrderRequest:
+def parse_request(request: RawRequest, limits: Limits = Limits()) -> WorkOrderRequest:
     """Validate a WorkOrderSubmit request (JSON-RPC object or params alone)."""
     rpc_id, params = split_request(request, limits)
-    if not isinstance(request, bytes | str):
+    if not isinstance(request, bytes | str | LoadedRequest):
         size = _json_size(params)
         if size > limits.max_request_bytes:
             raise invalid("request", f"is larger than {limits.max_request_bytes} bytes")
@@ -399,7 +418,7 @@ def parse_request(
     )
 
 
-def peek_work_order_id(request: bytes | str | Mapping[str, Any]) -> str | None:
+def peek_work_order_id(request: RawRequest) -> str | None:
     """workOrderId of a request that may not parse, for its error answer."""
     try:
         _, params = split_request(request, Limits())
@@ -409,7 +428,7 @@ def peek_work_order_id(request: bytes | str | Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) and len(value) <= 256 else None
 
 
-def peek_field(request: bytes | str | Mapping[str, Any], name: str) -> Any:
+def peek_field(request: RawRequest, name: str) -> Any:
     try:
         rpc_id, params = split_request(request, Limits())
     except WorkOrderError:

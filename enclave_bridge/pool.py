@@ -64,7 +64,12 @@ from enclave_bridge.attestation import Attester, SimulatedAttester
 from enclave_bridge.eea import EeaError
 from enclave_bridge.errors import BugError, ConfigurationError, PoolError
 from enclave_bridge.identity import SealedIdentity
-from enclave_bridge.processor import EthereumTarget, FabricTarget, ProcessorPolicy
+from enclave_bridge.processor import (
+    EthereumTarget,
+    FabricTarget,
+    ProcessorPolicy,
+    normalise_expected_ids,
+)
 from enclave_bridge.workload_state import SqliteWorkloadStateStore
 
 log = logging.getLogger(__name__)
@@ -97,6 +102,26 @@ class PoolJob:
     request: bytes
     target: Target = None
     max_seconds: float | None = None
+    # The ids the registry named (``workOrderId``, ``workerId``,
+    # ``requesterId``; hex): a request that says otherwise is refused, and
+    # every answer is signed by the ``workerId`` identity.
+    expected_ids: Mapping[str, str] | None = None
+    # (EEA code, message): answer with this signed error result, run nothing.
+    refuse: tuple[int, str] | None = None
+
+    def __post_init__(self) -> None:
+        # Checked here, in the caller's process: a pool process must not
+        # die on a malformed job.
+        normalise_expected_ids(self.expected_ids)
+        if self.refuse is not None:
+            code, message = self.refuse
+            if not (isinstance(code, int) and 0 < code < 2**31) or not isinstance(
+                message, str
+            ):
+                raise BugError(
+                    "PoolJob.refuse takes (EEA error code > 0, message), "
+                    f"got {self.refuse!r}"
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -568,16 +593,9 @@ class EnclavePool:
             process.outstanding.append(pending)
             job = pending.job
             pending.sent_as_failure = pending.failure is not None
-            if pending.failure is None:
+            ids = wire.ids_to_wire(job.expected_ids)
+            if pending.failure is not None:
                 message: tuple[Any, ...] = (
-                    "run",
-                    pending.job_id,
-                    job.order_key,
-                    job.request,
-                    wire.target_to_wire(job.target),
-                )
-            else:
-                message = (
                     "fail",
                     pending.job_id,
                     job.order_key,
@@ -585,6 +603,27 @@ class EnclavePool:
                     wire.target_to_wire(job.target),
                     int(EeaError.UNKNOWN_ERROR),
                     pending.failure_message,
+                    ids,
+                )
+            elif job.refuse is not None:
+                message = (
+                    "fail",
+                    pending.job_id,
+                    job.order_key,
+                    job.request,
+                    wire.target_to_wire(job.target),
+                    job.refuse[0],
+                    job.refuse[1],
+                    ids,
+                )
+            else:
+                message = (
+                    "run",
+                    pending.job_id,
+                    job.order_key,
+                    job.request,
+                    wire.target_to_wire(job.target),
+                    ids,
                 )
             process.writer.send(message)
             if was_idle:

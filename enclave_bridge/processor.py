@@ -46,18 +46,27 @@ from enclave_bridge.eea import (
     DataItem,
     EeaError,
     Limits,
+    LoadedRequest,
+    RawRequest,
     ResponseItem,
     WorkOrderErrorBody,
     WorkOrderRequest,
     WorkOrderResult,
+    load_request,
     parse_request,
     peek_field,
 )
-from enclave_bridge.errors import ConfigurationError, CryptoError, WorkOrderError
+from enclave_bridge.errors import (
+    BugError,
+    ConfigurationError,
+    CryptoError,
+    WorkOrderError,
+)
 from enclave_bridge.keys import WorkerKeys
 from enclave_bridge.result_signature import (
     EthereumDomain,
     FabricDomain,
+    SigningKey,
     sign_eip712,
     sign_fabric,
 )
@@ -72,8 +81,19 @@ from enclave_bridge.workload import (
 
 log = logging.getLogger(__name__)
 
-# Rejection stages, in the order the checks run.
+# The ids a registry names in its event topics, as ``expected_ids`` keys,
+# with the request field each must equal.
+EXPECTED_ID_FIELDS = ("workOrderId", "workerId", "requesterId")
+
+# Requesters' verifying keys (PEM text) decoded so far; decoding one costs
+# about as much as checking its signature. Bounded against key floods.
+VERIFYING_KEY_CACHE_SIZE = 4096
+
+# Rejection stages, in the order the checks run; the first is no check: the
+# caller refused the order (see WorkOrderProcessor.refusal).
+STAGE_CALLER = "caller"
 STAGE_PARSE = "parse"
+STAGE_IDS = "ids"
 STAGE_POLICY = "policy"
 STAGE_SESSION_KEY = "session_key"
 STAGE_DATA_DECRYPT = "data_decrypt"
@@ -85,7 +105,9 @@ STAGE_WORKLOAD = "workload"
 STAGE_INTERNAL = "internal"
 
 STAGES = (
+    STAGE_CALLER,
     STAGE_PARSE,
+    STAGE_IDS,
     STAGE_POLICY,
     STAGE_SESSION_KEY,
     STAGE_DATA_DECRYPT,
@@ -145,8 +167,9 @@ class ProcessOutcome:
     # Workload state to commit with this result (None: leave it unchanged).
     new_state: Mapping[str, Any] | None
     # On-chain signature over ``response_bytes`` for the given target; None
-    # without a target, or when the order names a worker this processor does
-    # not hold and it holds several (it cannot tell whose answer it is).
+    # without a target, when ``expected_ids`` names a worker this processor
+    # does not hold, or, without ``expected_ids``, when the order names a
+    # worker it does not hold and it holds several (whose answer is it?).
     result_signature: bytes | None
     # Which check refused the request (one of STAGES), None for a result.
     stage: str | None = None
@@ -165,6 +188,8 @@ class _Opened:
     """A verified request with what decryption produced."""
 
     request: WorkOrderRequest
+    # Lower case: the key of the processor's per-worker tables.
+    worker_id: str
     worker: WorkerKeys
     session_key: bytes
     session_iv: bytes
@@ -191,6 +216,19 @@ class WorkOrderProcessor:
             worker_id: worker.encryption_key.public_key().public_numbers()
             for worker_id, worker in self._keys.items()
         }
+        # Built once per worker: each object saves a public-key derivation
+        # per signature.
+        self._signers = {
+            worker_id: coincurve.PrivateKey(worker.signing_key)
+            for worker_id, worker in self._keys.items()
+        }
+        # The hex of each worker's published PEM, as requesters copy it into
+        # workerEncryptionKey: a string compare instead of a PEM load.
+        self._own_key_hex = {
+            worker_id: _published_key_hex(worker)
+            for worker_id, worker in self._keys.items()
+        }
+        self._verifying_keys: dict[str, coincurve.PublicKey] = {}
         self._bound_keys: dict[str, coincurve.PublicKey] = {}
         for requester, key in policy.requester_keys.items():
             try:
@@ -201,14 +239,28 @@ class WorkOrderProcessor:
                     "(PEM or SEC1)"
                 ) from exc
 
+    def load(self, request: bytes) -> LoadedRequest | None:
+        """The request's JSON decoded within this processor's limits, else None.
+
+        A caller that needs fields before :meth:`process` (a pool process
+        routes by workerId and workloadId) passes the result on to it, so
+        the text is decoded once; None means :meth:`process` will refuse the
+        raw bytes with the reason.
+        """
+        try:
+            return load_request(request, self._policy.limits)
+        except WorkOrderError:
+            return None
+
     def process(
         self,
-        request: bytes | Mapping[str, Any],
+        request: RawRequest,
         *,
         state: Mapping[str, Any] | None = None,
         target: EthereumTarget | FabricTarget | None = None,
         claim_request: Callable[[bytes], bool] | None = None,
         rng: Callable[[int], bytes] = os.urandom,
+        expected_ids: Mapping[str, str] | None = None,
     ) -> ProcessOutcome:
         """Verify, run and answer one work order; never raises for bad input.
 
@@ -216,35 +268,49 @@ class WorkOrderProcessor:
         verified and before the workload runs; False means the hash was
         already served for another order. Its own exceptions propagate:
         they are the pool's, not the requester's.
+
+        ``expected_ids`` holds the ``workOrderId``, ``workerId`` and
+        ``requesterId`` a registry named for this order (its event topics).
+        A request whose own ids differ is refused before any cryptography,
+        and every answer is then signed by the expected worker's key: the
+        registry accepts no other signature for the order.
         """
+        expected = normalise_expected_ids(expected_ids)
         parsed: WorkOrderRequest | None = None
         request_hash: bytes | None = None
+
+        def refuse(refusal: _Refusal) -> ProcessOutcome:
+            return self._refuse(
+                request, parsed, request_hash, refusal, target, expected
+            )
+
         try:
-            parsed = self._parse(request)
+            parsed = self._parse(request, expected)
             request_hash = crypto.request_hash(parsed)
             opened = self._open(parsed, request_hash)
         except _Refusal as refusal:
-            return self._refuse(request, parsed, request_hash, refusal, target)
+            return refuse(refusal)
         except Exception:
             log.exception("work order check failed unexpectedly")
-            return self._refuse(request, parsed, request_hash, _internal(), target)
+            return refuse(_internal())
 
         if claim_request is not None and not claim_request(opened.request_hash):
-            duplicate = _Refusal(
-                STAGE_DUPLICATE,
-                EeaError.INVALID_PARAMETER,
-                "duplicate request: this request hash was already served for "
-                "another work order; build a new request (fresh requesterNonce)",
+            return refuse(
+                _Refusal(
+                    STAGE_DUPLICATE,
+                    EeaError.INVALID_PARAMETER,
+                    "duplicate request: this request hash was already served for "
+                    "another work order; build a new request (fresh requesterNonce)",
+                )
             )
-            return self._refuse(request, parsed, request_hash, duplicate, target)
 
         try:
             result, new_state = self._run(opened, state, rng)
         except _Refusal as refusal:
-            return self._refuse(request, parsed, request_hash, refusal, target)
+            return refuse(refusal)
         except Exception:
             log.exception("work order %s failed unexpectedly", parsed.work_order_id)
-            return self._refuse(request, parsed, request_hash, _internal(), target)
+            return refuse(_internal())
 
         response = {
             "jsonrpc": "2.0",
@@ -252,16 +318,45 @@ class WorkOrderProcessor:
             "result": result.to_json(),
         }
         return self._outcome(
-            0, response, request_hash, new_state, opened.worker, target, None
+            0, response, request_hash, new_state, opened.worker_id, target, None
+        )
+
+    def refusal(
+        self,
+        request: RawRequest,
+        code: int,
+        message: str,
+        *,
+        target: EthereumTarget | FabricTarget | None = None,
+        expected_ids: Mapping[str, str] | None = None,
+    ) -> ProcessOutcome:
+        """A signed error result the caller decided on; nothing is checked or run.
+
+        For orders the bridge must answer but not run (a requester over its
+        limits, an order whose retries crashes used up). The request is only
+        read for its JSON-RPC id and workOrderId; the signer is the
+        ``expected_ids`` worker, else as for any refusal.
+        """
+        return self._refuse(
+            request,
+            None,
+            None,
+            _Refusal(STAGE_CALLER, code, message),
+            target,
+            normalise_expected_ids(expected_ids),
         )
 
     # --- checks ---------------------------------------------------------
 
-    def _parse(self, request: bytes | Mapping[str, Any]) -> WorkOrderRequest:
+    def _parse(
+        self, request: RawRequest, expected: Mapping[str, str] | None
+    ) -> WorkOrderRequest:
         try:
             parsed = parse_request(request, self._policy.limits)
         except WorkOrderError as exc:
             raise _Refusal(STAGE_PARSE, exc.code, str(exc)) from None
+        if expected is not None:
+            _check_ids(parsed, expected)
         worker = self._keys.get(parsed.worker_id.lower())
         if worker is None:
             raise _Refusal(
@@ -279,6 +374,10 @@ class WorkOrderProcessor:
         return parsed
 
     def _is_own_key(self, request: WorkOrderRequest) -> bool:
+        sent = request.worker_encryption_key or ""
+        if sent.lower() == self._own_key_hex[request.worker_id.lower()]:
+            return True
+        # Another PEM spelling (line breaks, PKCS#1) of the same key also counts.
         try:
             pem = bytes.fromhex(request.worker_encryption_key or "")
             key = serialization.load_pem_public_key(pem)
@@ -318,7 +417,14 @@ class WorkOrderProcessor:
         self._check_request_hash(request, request_hash, session_key, session_iv)
         self._check_requester_signature(request, request_hash)
         return _Opened(
-            request, worker, session_key, session_iv, inputs, slot_keys, request_hash
+            request,
+            request.worker_id.lower(),
+            worker,
+            session_key,
+            session_iv,
+            inputs,
+            slot_keys,
+            request_hash,
         )
 
     def _check_policy(self, request: WorkOrderRequest) -> OaepHash:
@@ -396,20 +502,30 @@ class WorkOrderProcessor:
             return
         if not signature:
             return
-        try:
-            key = crypto.load_verifying_key(request.verifying_key or "")
-        except CryptoError:
-            raise _Refusal(
-                STAGE_REQUESTER_SIGNATURE,
-                EeaError.INVALID_SIGNATURE,
-                "verifyingKey: missing or not a secp256k1 public key (PEM)",
-            ) from None
+        key = self._verifying_key(request.verifying_key or "")
         if not crypto.verify_digest_b64(key, digest, signature):
             raise _Refusal(
                 STAGE_REQUESTER_SIGNATURE,
                 EeaError.INVALID_SIGNATURE,
                 "requesterSignature does not verify over the request hash",
             )
+
+    def _verifying_key(self, text: str) -> coincurve.PublicKey:
+        key = self._verifying_keys.get(text)
+        if key is not None:
+            return key
+        try:
+            key = crypto.load_verifying_key(text)
+        except CryptoError:
+            raise _Refusal(
+                STAGE_REQUESTER_SIGNATURE,
+                EeaError.INVALID_SIGNATURE,
+                "verifyingKey: missing or not a secp256k1 public key (PEM)",
+            ) from None
+        if len(self._verifying_keys) >= VERIFYING_KEY_CACHE_SIZE:
+            self._verifying_keys.clear()
+        self._verifying_keys[text] = key
+        return key
 
     # --- workload and response --------------------------------------------
 
@@ -467,7 +583,9 @@ class WorkOrderProcessor:
             worker_id=request.worker_id,
             requester_id=request.requester_id,
             worker_nonce=nonce,
-            worker_signature=crypto.sign_digest_b64(opened.worker.signing_key, digest),
+            worker_signature=crypto.sign_digest_b64(
+                self._signers[opened.worker_id], digest
+            ),
             out_data=tuple(items),
         )
         return signed, result.new_state
@@ -545,11 +663,12 @@ class WorkOrderProcessor:
 
     def _refuse(
         self,
-        request: bytes | Mapping[str, Any],
+        request: RawRequest,
         parsed: WorkOrderRequest | None,
         request_hash: bytes | None,
         refusal: _Refusal,
         target: EthereumTarget | FabricTarget | None,
+        expected: Mapping[str, str] | None,
     ) -> ProcessOutcome:
         if parsed is not None:
             rpc_id: Any = parsed.jsonrpc_id
@@ -559,6 +678,12 @@ class WorkOrderProcessor:
             rpc_id = _json_id(peek_field(request, "id"))
             work_order_id = _short_str(peek_field(request, "workOrderId"))
             worker_id = peek_field(request, "workerId")
+        if expected is not None:
+            # The registry's ids decide: the answer names its order and is
+            # signed by its worker, whatever the JSON says.
+            worker_id = expected["workerId"]
+            if (work_order_id or "").lower() != expected["workOrderId"]:
+                work_order_id = expected["workOrderId"]
         log.debug(
             "work order %s refused at %s: %s",
             work_order_id,
@@ -567,7 +692,7 @@ class WorkOrderProcessor:
         )
         body = WorkOrderErrorBody(refusal.code, refusal.message, work_order_id)
         response = {"jsonrpc": "2.0", "id": rpc_id, "error": body.to_json()}
-        signer = self._signer_for(worker_id)
+        signer = self._signer_for(worker_id, strict=expected is not None)
         return self._outcome(
             int(refusal.code),
             response,
@@ -578,12 +703,14 @@ class WorkOrderProcessor:
             refusal.stage,
         )
 
-    def _signer_for(self, worker_id: Any) -> WorkerKeys | None:
+    def _signer_for(self, worker_id: Any, *, strict: bool) -> str | None:
+        """The (lower-case) id of the worker that signs, None for no signature."""
         if isinstance(worker_id, str) and worker_id.lower() in self._keys:
-            return self._keys[worker_id.lower()]
-        # A pool process usually serves one identity: it answers for it.
-        if len(self._keys) == 1:
-            return next(iter(self._keys.values()))
+            return worker_id.lower()
+        # A pool process usually serves one identity: it answers for it,
+        # unless a registry named the worker (no other signature counts).
+        if len(self._keys) == 1 and not strict:
+            return next(iter(self._keys))
         return None
 
     def _outcome(
@@ -592,7 +719,7 @@ class WorkOrderProcessor:
         response: dict[str, Any],
         request_hash: bytes | None,
         new_state: Mapping[str, Any] | None,
-        signer: WorkerKeys | None,
+        signer: str | None,
         target: EthereumTarget | FabricTarget | None,
         stage: str | None,
     ) -> ProcessOutcome:
@@ -600,7 +727,7 @@ class WorkOrderProcessor:
         signature = None
         if target is not None and signer is not None:
             signature = result_signature(
-                signer.signing_key, target, response_bytes, status
+                self._signers[signer], target, response_bytes, status
             )
         return ProcessOutcome(
             status=status,
@@ -688,7 +815,7 @@ def encode_response(response: Mapping[str, Any]) -> bytes:
 
 
 def result_signature(
-    signing_key: bytes,
+    signing_key: SigningKey,
     target: EthereumTarget | FabricTarget,
     response_bytes: bytes,
     status: int,
@@ -711,6 +838,55 @@ def result_signature(
         hashlib.sha256(response_bytes).digest(),
         status,
     )
+
+
+def _published_key_hex(worker: WorkerKeys) -> str:
+    pem = worker.encryption_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem.hex()
+
+
+def normalise_expected_ids(
+    expected_ids: Mapping[str, str] | None,
+) -> dict[str, str] | None:
+    """``expected_ids`` lower-cased; BugError when malformed (a caller's bug)."""
+    if expected_ids is None:
+        return None
+    out: dict[str, str] = {}
+    for name in EXPECTED_ID_FIELDS:
+        value = expected_ids.get(name)
+        if not isinstance(value, str) or not value or not _is_hex(value):
+            raise BugError(
+                f"expected_ids[{name!r}] must be a hex string without 0x, got {value!r}"
+            )
+        out[name] = value.lower()
+    return out
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _check_ids(request: WorkOrderRequest, expected: Mapping[str, str]) -> None:
+    sent = {
+        "workOrderId": request.work_order_id,
+        "workerId": request.worker_id,
+        "requesterId": request.requester_id,
+    }
+    for name in EXPECTED_ID_FIELDS:
+        if sent[name].lower() != expected[name]:
+            raise _Refusal(
+                STAGE_IDS,
+                EeaError.INVALID_PARAMETER,
+                f"{name}: the request says {_clip(sent[name])} but the registry's "
+                f"event names {expected[name]}; submit the order with the same "
+                "ids in the request and the call",
+            )
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _fresh_iv(rng: Callable[[int], bytes]) -> bytes:

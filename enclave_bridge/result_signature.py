@@ -97,17 +97,49 @@ def eip712_digest(
     response_hash: bytes,
     status: int,
 ) -> bytes:
+    # abi.encode of four bytes32 and a uint256 is five 32-byte words: built
+    # by hand, as eth_abi would (bytes padded right, the integer big-endian),
+    # because eth_abi cost about 60 µs of the signature here.
     struct_hash = keccak(
-        abi_encode(
-            ["bytes32", "bytes32", "bytes32", "bytes32", "uint256"],
-            [RESULT_TYPEHASH, order_key, request_hash, response_hash, status],
+        b"".join(
+            (
+                RESULT_TYPEHASH,
+                _bytes32(order_key),
+                _bytes32(request_hash),
+                _bytes32(response_hash),
+                _uint256(status),
+            )
         )
     )
     return keccak(b"\x19\x01" + domain.separator() + struct_hash)
 
 
+def _bytes32(value: bytes) -> bytes:
+    if not isinstance(value, bytes) or len(value) > 32:
+        raise ValueError("a bytes32 field takes at most 32 bytes")
+    return value.ljust(32, b"\x00")
+
+
+def _uint256(value: int) -> bytes:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**256:
+        raise ValueError("a uint256 field takes an integer in [0, 2**256)")
+    return value.to_bytes(32, "big")
+
+
+# A signing key given as an object skips the public-key derivation that
+# building one costs (about 45 µs); the signature is the same.
+SigningKey = bytes | coincurve.PrivateKey
+
+
+def signing_key_object(private_key: SigningKey) -> coincurve.PrivateKey:
+    """The key as a ``coincurve.PrivateKey`` (built once, reuse it)."""
+    if isinstance(private_key, coincurve.PrivateKey):
+        return private_key
+    return coincurve.PrivateKey(private_key)
+
+
 def sign_eip712(
-    private_key: bytes,
+    private_key: SigningKey,
     domain: EthereumDomain,
     order_key: bytes,
     request_hash: bytes,
@@ -116,7 +148,7 @@ def sign_eip712(
 ) -> bytes:
     """65-byte ``r ‖ s ‖ v`` signature; coincurve always produces low s."""
     digest = eip712_digest(domain, order_key, request_hash, response_hash, status)
-    sig = coincurve.PrivateKey(private_key).sign_recoverable(digest, hasher=None)
+    sig = signing_key_object(private_key).sign_recoverable(digest, hasher=None)
     return sig[:64] + bytes([27 + sig[64]])
 
 
@@ -179,12 +211,14 @@ def fabric_digest(
     response_hash: bytes,
     status: int,
 ) -> bytes:
-    preimage = fabric_preimage(domain, work_order_id, request_hash, response_hash, status)
+    preimage = fabric_preimage(
+        domain, work_order_id, request_hash, response_hash, status
+    )
     return hashlib.sha256(preimage).digest()
 
 
 def sign_fabric(
-    private_key: bytes,
+    private_key: SigningKey,
     domain: FabricDomain,
     work_order_id: str,
     request_hash: bytes,
@@ -193,4 +227,4 @@ def sign_fabric(
 ) -> bytes:
     """DER signature, low s, over SHA-256 of :func:`fabric_preimage`."""
     digest = fabric_digest(domain, work_order_id, request_hash, response_hash, status)
-    return coincurve.PrivateKey(private_key).sign(digest, hasher=None)
+    return signing_key_object(private_key).sign(digest, hasher=None)
