@@ -899,6 +899,22 @@ async def serve_listener(
         await listener.close()
 
 
+@contextlib.asynccontextmanager
+async def serve_from_config(
+    config: Any, backend: WorkOrderBackend, env: Mapping[str, str] | None = None
+) -> AsyncIterator[str]:
+    """The listener ``[listener]`` describes, in front of ``backend``; yields its URL."""
+    section = config.listener
+    book = OrderBook(config.path(section.book))
+    listener = EeaListener(backend, book, ListenerSettings.from_config(config, env))
+    try:
+        async with serve_listener(listener, section.listen) as url:
+            log.info("EEA listener %s serving on %s", section.name, url)
+            yield url
+    finally:
+        book.close()
+
+
 # --- helpers -------------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from enclave_bridge.pool import EnclavePool, open_pool
 from enclave_bridge.requester import SentWorkOrder, WorkerDetails, verify_response
 from tests.enclave import vectors
 from tests.enclave.conftest import requires_vectors
-from tests.listener.conftest import REGISTRY, Catcher, run_catcher
+from tests.listener.conftest import POLL_S, POLLS, REGISTRY, Catcher, run_catcher
 from tests.pool.conftest import PASSPHRASE
 
 pytestmark = [requires_vectors, pytest.mark.asyncio(loop_scope="module")]
@@ -281,10 +281,10 @@ async def test_long_job_answers_pending_then_patches(adapter: Adapter) -> None:
     assert status == 200
     assert answer == {"jobRunID": "run-long", "pending": True, "statusCode": 200}
 
-    for _ in range(100):
+    for _ in range(POLLS):
         if any(path == "/v2/resume/run-long" for _, path, _ in adapter.catcher.seen):
             break
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(POLL_S)
     method, _, body = next(
         s for s in adapter.catcher.seen if s[1] == "/v2/resume/run-long"
     )

@@ -28,6 +28,10 @@ from tests.pool.conftest import (  # noqa: F401 - fixtures used by this package
 ADMIN_TOKEN = "admin-token-for-tests"
 PROXY_TOKEN = "proxy-token-for-tests"
 REGISTRY = "tests.listener.listener_workloads:registry"
+# Polling for a result: the loops end at the first answer; the bound is long
+# because the two cores are shared with other test runs.
+POLL_S = 0.02
+POLLS = 1000
 
 
 @dataclass

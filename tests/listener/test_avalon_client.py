@@ -18,7 +18,7 @@ from enclave_bridge.requester import (
 )
 from tests.enclave import vectors
 from tests.enclave.conftest import requires_vectors
-from tests.listener.conftest import Harness, run_listener
+from tests.listener.conftest import POLL_S, POLLS, Harness, run_listener
 
 pytestmark = [requires_vectors, pytest.mark.asyncio(loop_scope="module")]
 
@@ -128,11 +128,11 @@ async def test_generic_client_flow(harness: Harness) -> None:
 
 
 async def _submit_poll_only(harness: Harness, work_order_id: str) -> dict[str, Any]:
-    for _ in range(400):
+    for _ in range(POLLS):
         answer = await harness.call(
             "WorkOrderGetResult", {"workOrderId": work_order_id}
         )
         if "error" not in answer or answer["error"]["code"] != WorkOrderStatus.PENDING:
             return answer
-        await asyncio.sleep(0.025)
+        await asyncio.sleep(POLL_S)
     raise AssertionError("the work order stayed pending")

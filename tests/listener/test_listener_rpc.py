@@ -18,6 +18,8 @@ from tests.enclave import vectors
 from tests.enclave.conftest import requires_vectors
 from tests.listener.conftest import (
     ADMIN_TOKEN,
+    POLL_S,
+    POLLS,
     Harness,
     run_catcher,
     run_listener,
@@ -257,11 +259,11 @@ async def test_worker_that_times_out(
         pending = await h.call("WorkOrderGetResult", {"workOrderId": work_order_id})
         assert pending["error"]["code"] == WorkOrderStatus.PENDING
 
-        for _ in range(200):
+        for _ in range(POLLS):
             answer = await h.call("WorkOrderGetResult", {"workOrderId": work_order_id})
             if answer["error"]["code"] != WorkOrderStatus.PENDING:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(POLL_S)
         assert answer["error"]["code"] == EeaError.UNKNOWN_ERROR
         assert "cap" in answer["error"]["message"]
         assert h.pool.stats().timeouts == 1
@@ -276,13 +278,13 @@ async def test_zero_timeout_answers_scheduled_at_once(
     answer = await harness.call("WorkOrderSubmit", sent.request["params"])
     assert answer["error"]["code"] == WorkOrderStatus.SCHEDULED
 
-    for _ in range(200):
+    for _ in range(POLLS):
         answer = await harness.call(
             "WorkOrderGetResult", {"workOrderId": work_order_id}
         )
         if "result" in answer:
             break
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(POLL_S)
     assert verify_response(sent, answer, vector_details).accepted
 
 
@@ -422,10 +424,10 @@ async def test_notify_uri_off_the_allow_list_is_never_called(
     )
     answer = await harness.call("WorkOrderSubmit", allowed.request["params"])
     assert "result" in answer
-    for _ in range(100):
+    for _ in range(POLLS):
         if harness.catcher.seen:
             break
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(POLL_S)
     method, path, body = harness.catcher.seen[-1]
     assert (method, path) == ("POST", "/hook")
     assert json.loads(body) == {

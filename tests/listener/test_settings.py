@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from connector.chainlink import AdapterSettings
@@ -12,11 +13,11 @@ from connector.config import load_config
 from enclave_bridge.eea import WorkOrderStatus
 from enclave_bridge.errors import ConfigurationError
 from enclave_bridge.identity import SealedIdentity
-from enclave_bridge.listener import ListenerSettings
+from enclave_bridge.listener import ListenerSettings, serve_from_config
 from enclave_bridge.listener_schema import url_allowed
 from enclave_bridge.requester import WorkerDetails, build_work_order, verify_response
 from tests.enclave.conftest import requires_vectors
-from tests.listener.conftest import run_listener
+from tests.listener.conftest import POLL_S, POLLS, run_listener
 
 ALLOW = ("hooks.example", "127.0.0.1:8081", "[::1]:9000")
 
@@ -117,13 +118,13 @@ async def test_restart_resumes_an_unfinished_order(
         assert answer["error"]["code"] == WorkOrderStatus.SCHEDULED
 
     async with run_listener(tmp_path, sealed_worker) as second:
-        for _ in range(200):
+        for _ in range(POLLS):
             answer = await second.call(
                 "WorkOrderGetResult", {"workOrderId": work_order_id}
             )
             if "result" in answer:
                 break
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(POLL_S)
 
     verdict = verify_response(sent, answer, vector_details)
     assert verdict.accepted, verdict.reason
@@ -131,8 +132,39 @@ async def test_restart_resumes_an_unfinished_order(
 
 
 class _Stalled:
-    """A backend whose orders never finish (the first listener stops before they do)."""
+    """A backend with no workers whose orders never finish."""
 
     async def submit(self, job: object) -> object:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
+
+    def worker_records(self) -> dict[str, object]:
+        return {}
+
+
+async def test_serve_from_config(tmp_path: Path) -> None:
+    """The configured listener binds 127.0.0.1, keeps its book where [listener] says, and answers."""
+    config_file = tmp_path / "tcbridge.toml"
+    config_file.write_text('[listener]\nbook = "var/book.db"\n')
+    (tmp_path / "var").mkdir()
+    config = load_config(config_file, {})
+
+    async with (
+        serve_from_config(config, _Stalled(), {}) as url,  # type: ignore[arg-type]
+        aiohttp.ClientSession() as http,
+    ):
+        assert url.startswith("http://127.0.0.1:")
+        body = {"jsonrpc": "2.0", "id": 1, "method": "WorkerLookUp", "params": {}}
+        async with http.post(url, json=body) as answer:
+            assert (await answer.json())["result"]["totalCount"] == 0
+        admin = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "WorkerSetStatus",
+            "params": {"workerId": "ab", "status": 2},
+        }
+        async with http.post(url, json=admin) as answer:
+            refused = await answer.json()
+            assert refused["error"]["code"] == 3
+            assert "no token is configured" in refused["error"]["message"]
+    assert (tmp_path / "var" / "book.db").exists()
