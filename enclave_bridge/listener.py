@@ -530,7 +530,6 @@ class EeaListener:
             work_order_id=work_order_id,
             request=body,
             request_sha256=hashlib.sha256(body).digest(),
-            eea_request_hash="",
             requester_id=parsed.requester_id.lower(),
             verifying_key=parsed.verifying_key or "",
             target=None,
@@ -584,7 +583,6 @@ class EeaListener:
             work_order_id=_short(_peek(raw, "workOrderId")) or "",
             request=raw,
             request_sha256=digest,
-            eea_request_hash="",
             requester_id="",
             verifying_key="",
             target=json.dumps(target_json) if target_json else None,
@@ -596,11 +594,11 @@ class EeaListener:
             response=None,
             extension=None,
         )
-        if existing is None:
-            self.book.add_order(row)
+        created = existing is None and self.book.add_order(row)
+        if created:
             self.stats.orders_submitted += 1
         task = self._running.get(key)
-        if existing is None or (existing.state == "pending" and task is None):
+        if created or (row.state == "pending" and task is None):
             task = self._launch(row, target, None)
         wait = params.get(
             "responseTimeoutMSecs", int(self.settings.max_sync_wait_s * 1000)
@@ -633,8 +631,10 @@ class EeaListener:
     def _launch(
         self, row: OrderRow, target: Target, notify_uri: str | None
     ) -> asyncio.Task[PoolResult]:
+        # Hashed: book keys carry requester-chosen ids of any length.
+        digest = hashlib.sha256(row.key.encode("utf-8", "surrogatepass")).hexdigest()
         job = PoolJob(
-            order_key=f"eea:{self.settings.name}:{row.key}",
+            order_key=f"eea:{self.settings.name}:{digest}",
             request=row.request,
             target=target,
             max_seconds=row.max_seconds,

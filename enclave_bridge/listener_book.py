@@ -35,8 +35,7 @@ CREATE TABLE IF NOT EXISTS orders (
     work_order_id TEXT NOT NULL,
     request BLOB NOT NULL,
     request_sha256 BLOB NOT NULL,
-    -- EEA request hash (hex) and the requester facts receipts are checked against
-    eea_request_hash TEXT NOT NULL DEFAULT '',
+    -- the requester facts receipts are checked against
     requester_id TEXT NOT NULL DEFAULT '',
     verifying_key TEXT NOT NULL DEFAULT '',
     target TEXT,
@@ -77,7 +76,6 @@ class OrderRow:
     work_order_id: str
     request: bytes
     request_sha256: bytes
-    eea_request_hash: str
     requester_id: str
     verifying_key: str
     target: str | None
@@ -114,14 +112,13 @@ class OrderBook:
         try:
             self._db.execute(
                 "INSERT INTO orders (key, work_order_id, request, request_sha256,"
-                " eea_request_hash, requester_id, verifying_key, target, max_seconds,"
-                " state, created) VALUES (?,?,?,?,?,?,?,?,?, 'pending', ?)",
+                " requester_id, verifying_key, target, max_seconds, state, created)"
+                " VALUES (?,?,?,?,?,?,?,?, 'pending', ?)",
                 (
                     row.key,
                     row.work_order_id,
                     row.request,
                     row.request_sha256,
-                    row.eea_request_hash,
                     row.requester_id,
                     row.verifying_key,
                     row.target,
@@ -144,7 +141,7 @@ class OrderBook:
 
     def order(self, key: str) -> OrderRow | None:
         row = self._db.execute(
-            "SELECT key, work_order_id, request, request_sha256, eea_request_hash,"
+            "SELECT key, work_order_id, request, request_sha256,"
             " requester_id, verifying_key, target, max_seconds, state, status,"
             " response, extension FROM orders WHERE key=?",
             (key,),
