@@ -598,12 +598,17 @@ class EeaListener:
         if created:
             self.stats.orders_submitted += 1
         task = self._running.get(key)
-        if created or (row.state == "pending" and task is None):
+        launched = created or (row.state == "pending" and task is None)
+        if launched:
             task = self._launch(row, target, None)
         wait = params.get(
             "responseTimeoutMSecs", int(self.settings.max_sync_wait_s * 1000)
         )
-        return await self._answer_when_done(call, task, row, wait / 1000)
+        answer = await self._answer_when_done(call, task, row, wait / 1000)
+        if not launched and isinstance(answer, dict) and "tcbridge" in answer:
+            # As EnclavePool reports a retry: this call ran nothing.
+            answer["tcbridge"]["executed"] = False
+        return answer
 
     def _check_capacity(self, requester_id: str, work_order_id: str) -> None:
         """Refuse with BUSY rather than queue without bound.
