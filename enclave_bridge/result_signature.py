@@ -26,8 +26,9 @@ import hashlib
 from dataclasses import dataclass
 
 import coincurve
-from eth_abi import encode as abi_encode
-from eth_utils import keccak, to_checksum_address
+from eth_abi.abi import encode as abi_encode
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 DOMAIN_NAME = "tcbridge WorkOrderRegistry"
 DOMAIN_VERSION = "1"
