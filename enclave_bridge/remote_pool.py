@@ -238,21 +238,27 @@ class RemotePool:
         )
         answer = await self._call("WorkOrderSubmit", params)
         error = answer.get("error")
-        if isinstance(error, Mapping) and "already" in str(error.get("message", "")):
-            # Submitted before (a retry of this job): its answer is the result.
+        retried = isinstance(error, Mapping) and "already" in str(
+            error.get("message", "")
+        )
+        if retried:
+            # Submitted before (a retry of this job): its stored answer is the
+            # result. Only tcbridge's message is known; other listeners answer
+            # their own refusal, which this job then reports.
             answer = _pending(params["workOrderId"])
         poll = {"workOrderId": params["workOrderId"]}
         answer = await self._until_done(answer, poll, cap, auth=False)
 
         answer.pop("tcbridge", None)
+        # As a local pool answers: with the id of the request in the job.
+        answer = {"jsonrpc": "2.0", **answer, "id": _request_id(document)}
         error = answer.get("error")
-        status = (
-            0
-            if "result" in answer
-            else int(error.get("code", 1))
-            if isinstance(error, Mapping)
-            else 1
-        )
+        if "result" in answer:
+            status = 0
+        elif isinstance(error, Mapping) and isinstance(error.get("code"), int):
+            status = int(error["code"])
+        else:
+            status = 1
         return PoolResult(
             order_key=job.order_key,
             status=status,
@@ -260,7 +266,9 @@ class RemotePool:
             request_hash=request_hash,
             result_signature=None,
             pid=REMOTE_PID,
-            executed=status == 0,
+            # The remote side alone knows whether its workload ran; a fresh
+            # result is the best sign this client has.
+            executed=status == 0 and not retried,
         )
 
     async def _until_done(
@@ -381,6 +389,13 @@ def _pending(work_order_id: str) -> dict[str, Any]:
             "data": {"workOrderId": work_order_id},
         }
     }
+
+
+def _request_id(document: Any) -> int | str | None:
+    rpc_id = document.get("id") if isinstance(document, dict) else None
+    if isinstance(rpc_id, bool) or not isinstance(rpc_id, int | str):
+        return None
+    return rpc_id
 
 
 def _why(answer: Mapping[str, Any]) -> str:

@@ -43,16 +43,22 @@ def _job(sent: SentWorkOrder, key: str, *, target: bool) -> PoolJob:
 async def test_direct_model_through_a_remote_tcbridge_listener(
     harness: Harness, vector_details: WorkerDetails
 ) -> None:
-    """A job without a target runs remotely by WorkOrderSubmit and its answer verifies."""
+    """A job without a target runs remotely by WorkOrderSubmit, verifies, and a retry gets the same answer."""
     async with open_remote_pool(harness.url) as remote:
         assert remote.is_tcbridge
         record = remote.worker_records()[vector_details.worker_id]
         assert record.signing_address == vectors.worker_keys().signing_address
         sent = build_work_order(vector_details, "echo-result", [b"far away"])
-        result = await remote.submit(_job(sent, "remote:direct:1", target=False))
+        job = _job(sent, "remote:direct:1", target=False)
+        result = await remote.submit(job)
+        again = await remote.submit(job)
         stats = remote.stats()
-        assert (stats.done, stats.failed, stats.in_flight) == (1, 0, 0)
+        assert (stats.done, stats.failed, stats.in_flight) == (2, 0, 0)
         assert remote.size * remote.depth >= 1
+
+    assert result.executed and not again.executed
+    assert again.response_bytes == result.response_bytes
+    assert result.response["id"] == sent.request["id"]
 
     assert result.status == 0
     assert result.result_signature is None
