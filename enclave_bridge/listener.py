@@ -76,6 +76,7 @@ from enclave_bridge.listener_receipts import (
 )
 from enclave_bridge.listener_schema import (
     INTERNAL_ERROR,
+    INVALID_REQUEST,
     METHOD_NOT_FOUND,
     SCHEMAS,
     RpcCall,
@@ -275,7 +276,20 @@ class EeaListener:
         """The aiohttp application: POST JSON-RPC to its root."""
         app = web.Application(client_max_size=self.settings.max_body_bytes + 1)
         app.router.add_post("/", self.handle)
+        app.router.add_route("*", "/{tail:.*}", self._elsewhere)
         return app
+
+    async def _elsewhere(self, request: web.Request) -> web.Response:
+        """Any other method or path: a JSON-RPC error too, not an HTML page."""
+        failure = RpcFailure(
+            EeaError.INVALID_PARAMETER,
+            f"{request.method} {request.path[:64]} is not served: POST JSON-RPC to /",
+            jsonrpc_code=INVALID_REQUEST,
+        )
+        return web.Response(
+            body=json.dumps(_error_body(None, failure)).encode(),
+            content_type="application/json",
+        )
 
     # --- one HTTP request ------------------------------------------------------
 

@@ -498,3 +498,19 @@ async def test_busy_past_the_in_flight_caps(
         full = await h.call("WorkOrderSubmit", order("cc" * 32))
         assert full["error"]["code"] == WorkOrderStatus.BUSY
         assert h.listener.stats.orders_submitted == 3
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/"), ("POST", "/other"), ("PUT", "/")]
+)
+async def test_other_methods_and_paths(
+    harness: Harness, method: str, path: str
+) -> None:
+    """Anything but POST / gets a JSON-RPC error with HTTP 200, not an HTML page."""
+    url = harness.url.rstrip("/") + path
+    async with harness.http.request(method, url, data=b"{}") as answer:
+        assert answer.status == 200
+        document = await answer.json()
+
+    assert document["error"]["code"] == EeaError.INVALID_PARAMETER
+    assert "POST JSON-RPC to /" in document["error"]["message"]
