@@ -64,10 +64,13 @@ def main(ctx: click.Context, config_path: str | None, log_level: str | None) -> 
 
 
 @main.command()
+@click.option("--chain", type=click.Choice(["ethereum", "fabric"]), default=None,
+              help="Chain to use (default: [bridge] chain in the configuration).")
 @click.pass_context
-def run(ctx: click.Context) -> None:
+def run(ctx: click.Context, chain: str | None) -> None:
     """Run the bridge until SIGINT or SIGTERM."""
     config = _config(ctx)
+    config.bridge.chain = chain or config.bridge.chain
     from connector.logs import setup_logging
     from connector.ops import serve_ops
 
@@ -184,12 +187,26 @@ def worker_list(ctx: click.Context) -> None:
 
 @worker.command("register")
 @click.option("--key-file", help="Operator key file (else TCBRIDGE_OPERATOR_KEY).")
+@click.option("--chain", type=click.Choice(["ethereum", "fabric"]), default=None,
+              help="Chain to use (default: [bridge] chain in the configuration).")
 @click.pass_context
-def worker_register(ctx: click.Context, key_file: str | None) -> None:
+def worker_register(ctx: click.Context, key_file: str | None, chain: str | None) -> None:
     """Register (or update) every local identity in the worker registry."""
     from connector.registry_ops import register_workers
 
     config = _config(ctx)
+    if (chain or config.bridge.chain) == "fabric":
+        # On Fabric the operator is the configured client identity (it owns
+        # the workers it registers); no operator key is involved.
+        from connector.fabric import runtime as fabric_runtime
+
+        async def go() -> list[str]:
+            async with fabric_runtime.open_gateway(config) as gateway:
+                return await fabric_runtime.register_workers(gateway, _records(config))
+
+        for line in _run(go()):
+            click.echo(line)
+        return
     key = _operator_key(config, key_file)
     for line in register_workers(config, key, _records(config)):
         click.echo(line)
@@ -216,6 +233,10 @@ def worker_register(ctx: click.Context, key_file: str | None) -> None:
     "--wait/--no-wait", default=True, help="Wait for the completion and verify it."
 )
 @click.option("--timeout", default=120.0, show_default=True)
+@click.option("--chain", type=click.Choice(["ethereum", "fabric"]), default=None,
+              help="Chain to use (default: [bridge] chain in the configuration).")
+@click.option("--identity", "identity_name", default=None,
+              help="Fabric: a client identity of the connection file (user1, ...).")
 @click.pass_context
 def submit(
     ctx: click.Context,
@@ -225,11 +246,17 @@ def submit(
     key_file: str | None,
     wait: bool,
     timeout: float,
+    chain: str | None = None,
+    identity_name: str | None = None,
 ) -> None:
     """Submit a work order as a requester, wait for its result, verify and print it."""
     from connector.registry_ops import submit_and_wait
 
     config = _config(ctx)
+    if (chain or config.bridge.chain) == "fabric":
+        _submit_fabric(config, workload, inputs, worker_id, key_file, wait, timeout,
+                       identity_name)
+        return
     text = read_secret(
         "requester key", key_file or "", "TCBRIDGE_REQUESTER_KEY", config
     )
@@ -254,13 +281,41 @@ def submit(
         sys.exit(1)
 
 
+def _submit_fabric(
+    config: Config, workload: str, inputs: tuple[str, ...], worker_id: str | None,
+    key_file: str | None, wait: bool, timeout: float, identity_name: str | None,
+) -> None:
+    """``submit --chain fabric``: the requester is a Fabric client identity."""
+    from connector.fabric import runtime as fabric_runtime
+
+    signing = None
+    if key_file:
+        signing = runtime.hex_key(Path(key_file).read_text(), "requester key")
+    if worker_id is None:
+        worker_id = runtime.identities(config)[0].worker_id
+    out = _run(fabric_runtime.submit_and_wait(
+        config, identity_name, signing, worker_id, workload, list(inputs),
+        wait=wait, timeout=timeout,
+    ))
+    click.echo(json.dumps(out, indent=2))
+    if wait and not out.get("verified"):
+        sys.exit(1)
+
+
 @main.command()
+@click.option("--chain", type=click.Choice(["ethereum", "fabric"]), default=None,
+              help="Chain to use (default: [bridge] chain in the configuration).")
 @click.pass_context
-def status(ctx: click.Context) -> None:
+def status(ctx: click.Context, chain: str | None) -> None:
     """Checkpoint and lag per chain and contract, work orders by state, pool statistics."""
     from connector.registry_ops import bridge_status
 
     config = _config(ctx)
+    if (chain or config.bridge.chain) == "fabric":
+        from connector.fabric.runtime import fabric_status
+
+        click.echo(json.dumps(_run(fabric_status(config)), indent=2))
+        return
     click.echo(json.dumps(_run(bridge_status(config)), indent=2))
 
 

@@ -39,6 +39,8 @@ class BridgeSection:
     data_dir: str = "var"
     log_level: str = "INFO"
     paused: bool = False
+    # Which chain `tcbridge run` bridges: "ethereum" or "fabric" (--chain overrides).
+    chain: str = "ethereum"
 
 
 @dataclass
@@ -123,6 +125,28 @@ class ListenerSection:
 
 
 @dataclass
+class FabricSection:
+    """A Hyperledger Fabric channel reached through a Gateway peer (connector.fabric)."""
+
+    gateway_address: str = "127.0.0.1:7051"
+    channel: str = "mychannel"
+    chaincode: str = "tcbridge"
+    # The client identity: MSP id, PEM certificate and PEM P-256 key files.
+    msp_id: str = "Org1MSP"
+    cert_path: str = ""
+    key_path: str = ""
+    # The development peer's connection.json; it fills in address, channel,
+    # chaincode and identities that are not set above.
+    connection: str = ""
+    # The development peer has no TLS; a real peer needs its TLS CA here.
+    tls: bool = False
+    tls_ca_path: str = ""
+    start_block: int = 0
+    poll_interval: float = 0.2
+    batch_max_items: int = 50
+
+
+@dataclass
 class ChainlinkSection:
     """The Chainlink external adapter (connector.chainlink)."""
 
@@ -155,6 +179,7 @@ class Config:
     ops: OpsSection = field(default_factory=OpsSection)
     listener: ListenerSection = field(default_factory=ListenerSection)
     chainlink: ChainlinkSection = field(default_factory=ChainlinkSection)
+    fabric: FabricSection = field(default_factory=FabricSection)
     source: Path | None = None
 
     def path(self, value: str) -> Path:
@@ -213,6 +238,10 @@ def load_config(
             f"unknown configuration sections: {', '.join(sorted(raw))}"
         )
     config.confirmation_depth()
+    if config.bridge.chain not in ("ethereum", "fabric"):
+        raise ConfigurationError(
+            f"[bridge] chain must be 'ethereum' or 'fabric', not {config.bridge.chain!r}"
+        )
     return config
 
 

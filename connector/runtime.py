@@ -11,6 +11,7 @@ from connector.bridge import BridgeSettings, EthereumBridge
 from connector.config import Config, read_secret
 from connector.deploy import Deployment
 from connector.ethereum.rpc import JsonRpcClient
+from connector.fabric.bridge import FabricBridge
 from connector.store import open_store
 from enclave_bridge.errors import ConfigurationError
 from enclave_bridge.identity import SealedIdentity, load_sealed
@@ -124,8 +125,17 @@ def settings_for(config: Config, deploy: Deployment) -> BridgeSettings:
 
 
 @asynccontextmanager
-async def open_bridge(config: Config) -> AsyncIterator[EthereumBridge]:
-    """Everything a running bridge needs, opened in order and closed in reverse."""
+async def open_bridge(config: Config) -> AsyncIterator[EthereumBridge | FabricBridge]:
+    """Everything a running bridge needs, opened in order and closed in reverse.
+
+    ``[bridge] chain = "fabric"`` opens the Fabric bridge instead.
+    """
+    if config.bridge.chain == "fabric":
+        from connector.fabric.runtime import open_fabric_bridge
+
+        async with open_fabric_bridge(config) as fabric_bridge:
+            yield fabric_bridge
+        return
     key = relayer_key(config)
     passphrase = pool_passphrase(config)
     deploy = deployment(config)

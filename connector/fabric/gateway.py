@@ -129,13 +129,24 @@ class FabricGateway:
     """One identity talking to one chaincode on one channel through a Gateway peer."""
 
     def __init__(
-        self, address: str, identity: FabricIdentity, channel: str, chaincode: str
+        self,
+        address: str,
+        identity: FabricIdentity,
+        channel: str,
+        chaincode: str,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.address = address
         self.identity = identity
         self.channel = channel
         self.chaincode = chaincode
-        self._grpc = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        if credentials is None:
+            self._grpc = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        else:
+            self._grpc = grpc.aio.secure_channel(
+                address, credentials, options=_CHANNEL_OPTIONS
+            )
         self._stub = gateway_pb2_grpc.GatewayStub(self._grpc)
 
     async def close(self) -> None:
