@@ -240,7 +240,18 @@ class EeaListener:
             timeout=aiohttp.ClientTimeout(total=self.settings.notify_timeout_s)
         )
         for worker_id, record in self.backend.worker_records().items():
-            stored = self.book.worker(worker_id)
+            stored = self.book.worker(worker_id) or {}
+            # Keys and evidence always come from the pool; the rest of the
+            # details and the status keep what the operator set through the API.
+            details = {
+                **dict(stored.get("details", {})),
+                **{
+                    k: v
+                    for k, v in record.details.items()
+                    if k not in stored.get("details", {})
+                },
+                "workerTypeData": record.details.get("workerTypeData", {}),
+            }
             self._put_worker(
                 worker_id,
                 {
@@ -249,8 +260,8 @@ class EeaListener:
                     "applicationTypeId": [self.settings.application_type_id]
                     if self.settings.application_type_id
                     else [],
-                    "details": dict(record.details),
-                    "status": stored["status"] if stored else WORKER_ACTIVE,
+                    "details": details,
+                    "status": stored.get("status", WORKER_ACTIVE),
                     "pool": True,
                 },
             )

@@ -17,7 +17,7 @@ from enclave_bridge.listener import ListenerSettings, serve_from_config
 from enclave_bridge.listener_schema import url_allowed
 from enclave_bridge.requester import WorkerDetails, build_work_order, verify_response
 from tests.enclave.conftest import requires_vectors
-from tests.listener.conftest import POLL_S, POLLS, run_listener
+from tests.listener.conftest import ADMIN_TOKEN, POLL_S, POLLS, run_listener
 
 ALLOW = ("hooks.example", "127.0.0.1:8081", "[::1]:9000")
 
@@ -168,3 +168,33 @@ async def test_serve_from_config(tmp_path: Path) -> None:
             assert refused["error"]["code"] == 3
             assert "no token is configured" in refused["error"]["message"]
     assert (tmp_path / "var" / "book.db").exists()
+
+
+@requires_vectors
+async def test_restart_keeps_worker_status_and_details(
+    tmp_path: Path, sealed_worker: SealedIdentity, vector_details: WorkerDetails
+) -> None:
+    """An operator's status and detail changes survive a restart; keys still come from the pool."""
+    worker_id = vector_details.worker_id
+    async with run_listener(tmp_path, sealed_worker) as first:
+        await first.call(
+            "WorkerUpdate",
+            {"workerId": worker_id, "details": {"workOrderSyncUri": "http://w/"}},
+            token=ADMIN_TOKEN,
+        )
+        await first.call(
+            "WorkerSetStatus", {"workerId": worker_id, "status": 2}, token=ADMIN_TOKEN
+        )
+
+    async with run_listener(tmp_path, sealed_worker) as second:
+        retrieved = (await second.call("WorkerRetrieve", {"workerId": worker_id}))[
+            "result"
+        ]
+        sent = build_work_order(vector_details, "echo-result", [b"x"])
+        refused = await second.call("WorkOrderSubmit", sent.request["params"])
+
+    assert retrieved["status"] == 2
+    assert retrieved["details"]["workOrderSyncUri"] == "http://w/"
+    type_data = retrieved["details"]["workerTypeData"]
+    assert type_data["encryptionKey"] == vector_details.encryption_key_pem
+    assert "not active" in refused["error"]["message"]
