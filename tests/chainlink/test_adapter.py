@@ -248,6 +248,21 @@ async def test_body_over_the_limit(adapter: Adapter) -> None:
             assert (await answer.json())["error"]["name"] == "PayloadTooLarge"
 
 
+async def test_chunked_body_over_the_limit(adapter: Adapter) -> None:
+    """A body without Content-Length is refused once the bytes read pass the limit."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"id": "chunked", "data": {"input": "'
+        for _ in range(3):
+            yield b"x" * (1024 * 1024)
+        yield b'"}}'
+
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with adapter.http.post(adapter.url, data=chunks(), headers=headers) as answer:
+        assert answer.status == 413
+        assert (await answer.json())["error"]["name"] == "PayloadTooLarge"
+
+
 async def test_response_url_off_the_allow_list_is_never_called(
     adapter: Adapter,
 ) -> None:
