@@ -82,7 +82,7 @@ def run(ctx: click.Context, chain: str | None) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with (
-            runtime.open_bridge(config) as bridge,
+            runtime.open_chain_bridge(config) as bridge,
             serve_ops(lambda: bridge.health, config.ops.listen) as url,
         ):
             (runtime.data_dir(config) / "ops.url").write_text(url)

@@ -125,17 +125,23 @@ def settings_for(config: Config, deploy: Deployment) -> BridgeSettings:
 
 
 @asynccontextmanager
-async def open_bridge(config: Config) -> AsyncIterator[EthereumBridge | FabricBridge]:
-    """Everything a running bridge needs, opened in order and closed in reverse.
-
-    ``[bridge] chain = "fabric"`` opens the Fabric bridge instead.
-    """
+async def open_chain_bridge(
+    config: Config,
+) -> AsyncIterator[EthereumBridge | FabricBridge]:
+    """The bridge ``[bridge] chain`` names: Ethereum (``open_bridge``) or Fabric."""
     if config.bridge.chain == "fabric":
         from connector.fabric.runtime import open_fabric_bridge
 
         async with open_fabric_bridge(config) as fabric_bridge:
             yield fabric_bridge
         return
+    async with open_bridge(config) as ethereum_bridge:
+        yield ethereum_bridge
+
+
+@asynccontextmanager
+async def open_bridge(config: Config) -> AsyncIterator[EthereumBridge]:
+    """Everything a running bridge needs, opened in order and closed in reverse."""
     key = relayer_key(config)
     passphrase = pool_passphrase(config)
     deploy = deployment(config)
