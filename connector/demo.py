@@ -217,12 +217,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
+    parser.add_argument("--chain", choices=["ethereum", "fabric"], default="ethereum",
+                        help="anvil (default) or the Fabric development peer")
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")
 
     folder = Path(tempfile.mkdtemp(prefix="tcbridge-demo-"))
     print(f"working folder: {folder}")
+    if args.chain == "fabric":
+        from connector.fabric.demo import run_fabric_demo
+
+        return run_fabric_demo(args.count, args.timeout, args.keep, folder)
     with open_anvil(block_time=0.25, gas_limit=300_000_000) as node:
         print(f"anvil {node.url} (pid {node.pid})")
         config = _write_config(folder, node.url)
