@@ -389,7 +389,17 @@ class ChainlinkAdapter:
     ) -> None:
         if done.cancelled():
             return
-        callback = asyncio.create_task(self._patch(url, job_run_id, done.result()))
+        if done.exception() is not None:
+            log.error("chainlink job run %s failed: %r", job_run_id, done.exception())
+            answer = _error_answer(
+                job_run_id,
+                AdapterError(
+                    "InternalError", "internal error; the operator's log has details"
+                ),
+            )
+        else:
+            answer = done.result()
+        callback = asyncio.create_task(self._patch(url, job_run_id, answer))
         self._callbacks.add(callback)
         callback.add_done_callback(self._callbacks.discard)
 

@@ -17,6 +17,7 @@ import pytest_asyncio
 
 from connector.chainlink import AdapterSettings, ChainlinkAdapter
 from connector.ops import HealthSnapshot, serve_ops
+from enclave_bridge.errors import PoolError
 from enclave_bridge.identity import SealedIdentity
 from enclave_bridge.pool import EnclavePool, open_pool
 from enclave_bridge.requester import SentWorkOrder, WorkerDetails, verify_response
@@ -322,3 +323,71 @@ async def test_worker_that_times_out(
     assert status == 504
     assert answer["error"]["name"] == "WorkOrderTimeout"
     assert answer["jobRunID"] == "run-timeout"
+
+
+class _BrokenPool:
+    """A pool boundary that fails: closed (PoolError) or buggy (any other error)."""
+
+    def __init__(self, error: Exception, records: dict[str, Any]) -> None:
+        self.error = error
+        self.records = records
+
+    async def submit(self, job: object) -> object:
+        await asyncio.sleep(0.2)
+        raise self.error
+
+    def worker_records(self) -> dict[str, Any]:
+        return self.records
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "name"),
+    [
+        (PoolError("the enclave pool is not running"), 503, "PoolUnavailable"),
+        (RuntimeError("secret internal detail"), 500, "InternalError"),
+    ],
+    ids=["pool-closed", "bug"],
+)
+async def test_pool_failures_are_named(
+    adapter: Adapter, error: Exception, status: int, name: str
+) -> None:
+    """A closed pool answers 503 PoolUnavailable; a bug answers 500 without its details, sync or via PATCH."""
+    broken = ChainlinkAdapter(
+        _BrokenPool(error, adapter.pool.worker_records()),  # type: ignore[arg-type]
+        AdapterSettings(
+            bridge_token=TOKEN,
+            url_allowlist=(adapter.catcher.host_port,),
+            pending_after_s=0.05,
+        ),
+    )
+    url = adapter.catcher.url + f"v2/resume/{name}"
+    async with serve_ops(HealthSnapshot, extra=broken.app()) as base:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        body = {
+            "id": f"broken-{name}",
+            "data": {"workload": "echo-result", "input": "x"},
+        }
+        async with adapter.http.post(
+            f"{base}/chainlink/", json=body, headers=headers
+        ) as answer:
+            assert answer.status == status
+            document = await answer.json()
+        async with adapter.http.post(
+            f"{base}/chainlink/",
+            json={**body, "id": f"async-{name}", "responseURL": url},
+            headers=headers,
+        ) as answer:
+            pending = await answer.json()
+        for _ in range(POLLS):
+            if any(path == f"/v2/resume/{name}" for _, path, _ in adapter.catcher.seen):
+                break
+            await asyncio.sleep(POLL_S)
+
+    assert document["error"]["name"] == name
+    assert "secret internal detail" not in json.dumps(document)
+    assert pending["pending"] is True
+    patched = json.loads(
+        next(b for _, p, b in adapter.catcher.seen if p == f"/v2/resume/{name}")
+    )
+    assert patched["error"].startswith(name)
+    assert patched["value"] is None
