@@ -133,7 +133,7 @@ class EthereumBridge:
             stuck_after_s=settings.stuck_after_s,
             gas_cap_per_requester_hour=settings.gas_cap_per_requester_hour,
         )
-        concurrency = settings.concurrency or pool.size * pool.depth * 2
+        concurrency = settings.concurrency or pool.size * pool.depth * 16
         self.dispatcher = Dispatcher(
             store,
             pool,

@@ -132,6 +132,17 @@ class Recorded:
 
 
 @dataclass(frozen=True, slots=True)
+class ResultToSave:
+    """A signed result for ``save_results``."""
+
+    ref: OrderRef
+    status: int
+    response: bytes
+    signature: bytes
+    request_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class StoredResult:
     """The signed result of one work order."""
 

@@ -51,6 +51,7 @@ from connector.store.records import (
     OrderRef,
     Recorded,
     Released,
+    ResultToSave,
     Settlement,
     StoredOrder,
     StoredResult,
@@ -405,37 +406,70 @@ class WorkOrderStore:
         With ``claimer``, the order must be claimed by that process.
         Returns the order's state afterwards.
         """
+        item = ResultToSave(ref, status, response, signature, request_hash)
+        (outcome,) = await self.save_results([item], claimer=claimer)
+        if isinstance(outcome, InvalidTransition):
+            raise outcome
+
+        return outcome
+
+    async def save_results(
+        self, items: Sequence[ResultToSave], *, claimer: str | None = None
+    ) -> list[State | InvalidTransition]:
+        """``save_result`` for many orders in ONE transaction.
+
+        One commit for a batch of results instead of one per order: the
+        dispatcher saves what the pool finished together. Each item's
+        outcome is its state afterwards, or the InvalidTransition that a
+        lost claim raises for that item alone (the others are saved).
+        """
         now = self._clock()
+        outcomes: list[State | InvalidTransition] = []
 
         async with self._transaction() as session:
-            row = await self._current(session, ref)
-            state = State(row.state)
-            if state in _PAST_RESULT:
-                return state  # saved before: a retry of the same step
-            if (
-                claimer is not None
-                and state is State.CLAIMED
-                and row.claimed_by != claimer
-            ):
-                raise InvalidTransition(
-                    f"work order {row.work_order_id} is claimed by {row.claimed_by!r}, "
-                    f"not {claimer!r}: its claim was released and taken again"
-                )
-            await session.execute(
-                self._insert(m.Result)
-                .values(
-                    work_order_id=row.id,
-                    status=status,
-                    response=response,
-                    signature=signature,
-                    request_hash=request_hash,
-                    created_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["work_order_id"])
+            for item in items:
+                try:
+                    outcomes.append(await self._save_one(session, item, claimer, now))
+                except InvalidTransition as exc:
+                    outcomes.append(exc)
+
+        return outcomes
+
+    async def _save_one(
+        self,
+        session: AsyncSession,
+        item: ResultToSave,
+        claimer: str | None,
+        now: datetime,
+    ) -> State:
+        row = await self._current(session, item.ref)
+        state = State(row.state)
+        if state in _PAST_RESULT:
+            return state  # saved before: a retry of the same step
+        if claimer is not None and state is State.CLAIMED and row.claimed_by != claimer:
+            raise InvalidTransition(
+                f"work order {row.work_order_id} is claimed by {row.claimed_by!r}, "
+                f"not {claimer!r}: its claim was released and taken again"
             )
-            if state is State.ORPHANED:
-                return state
-            await self._move_one(session, row, State.RESULT_READY, now)
+        if state is not State.ORPHANED:
+            # Checked before anything is written: in a batch, a refused item
+            # must leave no trace while the others commit.
+            check_transition(state, State.RESULT_READY, attempts=row.attempts)
+        await session.execute(
+            self._insert(m.Result)
+            .values(
+                work_order_id=row.id,
+                status=item.status,
+                response=item.response,
+                signature=item.signature,
+                request_hash=item.request_hash,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["work_order_id"])
+        )
+        if state is State.ORPHANED:
+            return state
+        await self._move_one(session, row, State.RESULT_READY, now)
 
         return State.RESULT_READY
 

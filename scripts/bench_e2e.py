@@ -1,0 +1,353 @@
+"""End-to-end throughput of the Ethereum proxy-model bridge (``scripts/bench-e2e``).
+
+Starts anvil with interval mining (0.2 s blocks, 300,000,000 gas; automine
+mines one transaction a block and slows as the chain grows), deploys,
+registers a worker, starts the bridge as its own process (``tcbridge
+run``: embedded pool, SQLite), then submits ``--orders`` echo-result work
+orders from ``--requesters`` concurrent requester accounts. Requests and
+their signed transactions are built before the clock starts, so the load
+generator spends its CPU on sending only.
+
+It prints completed work orders per second (first submit to last
+confirmed completion), p50/p99 latency from each submit to its confirmed
+completion (wall clock), completion transactions per work order, and the
+bridge's peak memory (its process plus the pool's). In the same mode it
+measures the load generator's own ceiling, submits mined per second with
+no bridge running, on a fresh anvil. Every work order is then checked
+on-chain: completed exactly once, nothing lost. Last line:
+``e2e_wops=<completed per second>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import coincurve
+
+from connector.demo import ROOT, _tcbridge
+from connector.devnet import DEV_PRIVATE_KEYS, open_anvil
+from connector.ethereum import events as ev
+from connector.ethereum.rpc import JsonRpcClient
+from connector.ethereum.transactions import (
+    ORDER_COMPLETED,
+    TxSigner,
+    decode_get,
+    encode_get,
+    encode_submit,
+)
+from connector.requester_client import encode_request, requester_id_of
+from enclave_bridge.requester import WorkerDetails, build_work_order
+from enclave_bridge.result_signature import address_of_private_key, order_key
+
+TARGET_WOPS = 200.0
+SEND_CHUNK = 100
+
+
+@dataclass
+class Order:
+    key: bytes
+    raw: bytes
+    sent_at: float = 0.0
+    done_at: float = 0.0
+
+
+def _config(folder: Path, url: str, confirmations: int, processes: int) -> Path:
+    path = folder / "tcbridge.toml"
+    path.write_text(
+        "[bridge]\n"
+        'database = "sqlite:///var/tcbridge.db"\n'
+        'log_level = "WARNING"\n'
+        "[ethereum]\n"
+        f'rpc_url = "{url}"\n'
+        "chain_id = 31337\n"
+        'deployment = "var/deployment.json"\n'
+        f'confirmations = "{confirmations}"\n'
+        "poll_interval = 0.1\n"
+        "batch_wait_s = 0.05\n"
+        "batch_max_items = 100\n"
+        "[pool]\n"
+        f"processes = {processes}\n"
+        'identities_dir = "var/workers"\n'
+    )
+    return path
+
+
+async def _fund(rpc: JsonRpcClient, keys: list[bytes]) -> None:
+    for key in keys:
+        await rpc.call("anvil_setBalance", address_of_private_key(key), hex(10**22))
+
+
+async def _prepare(
+    rpc: JsonRpcClient, registry: str, worker: WorkerDetails, keys: list[bytes], count: int,
+    payload: bytes,
+) -> list[Order]:
+    block = await rpc.call("eth_getBlockByNumber", "latest", False)
+    base = int(block["baseFeePerGas"], 16)
+    signers = [TxSigner(k, 31337) for k in keys]
+    nonces = [
+        int(await rpc.call("eth_getTransactionCount", s.address, "pending"), 16) for s in signers
+    ]
+    orders = []
+    for n in range(count):
+        i = n % len(signers)
+        signer = signers[i]
+        sent = build_work_order(
+            worker, "echo-result", [payload], requester_key=keys[i],
+            requester_id=requester_id_of(signer.address),
+        )
+        request = encode_request(sent)
+        wo_id = bytes.fromhex(sent.params["workOrderId"])
+        data = encode_submit(wo_id, bytes.fromhex(worker.worker_id),
+                             bytes.fromhex(requester_id_of(signer.address)), request)
+        tx = signer.sign(nonce=nonces[i], to=registry, data=data, gas=400_000,
+                         max_fee=4 * base + 10**9, max_priority_fee=10**9)
+        nonces[i] += 1
+        orders.append(Order(order_key(signer.address, wo_id), tx.raw))
+    return orders
+
+
+async def _send_all(rpc: JsonRpcClient, orders: list[Order], rate: float) -> None:
+    """Send in chunks at most ``rate`` orders a second (0: as fast as possible)."""
+    start = time.monotonic()
+    for first in range(0, len(orders), SEND_CHUNK):
+        chunk = orders[first : first + SEND_CHUNK]
+        if rate:
+            due = start + first / rate
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+        now = time.monotonic()
+        for o in chunk:
+            o.sent_at = now
+        replies = await rpc.batch([("eth_sendRawTransaction", ["0x" + o.raw.hex()]) for o in chunk])
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:
+            raise SystemExit(f"submit refused: {errors[0]}")
+
+
+async def _follow(rpc: JsonRpcClient, registry: str, topic: str, orders: dict[bytes, Order],
+                  confirmations: int, from_block: int, timeout: float,
+                  on_log: str = "completed") -> dict[bytes, int]:
+    """Watch ``topic`` logs until every order has one at the confirmed depth; count them."""
+    seen: dict[bytes, int] = {}
+    cursor = from_block
+    deadline = time.monotonic() + timeout
+    while len(seen) < len(orders) and time.monotonic() < deadline:
+        head = int(await rpc.call("eth_blockNumber"), 16)
+        top = head - confirmations
+        if top >= cursor:
+            logs = await rpc.call("eth_getLogs", {"address": registry, "topics": [topic],
+                                                 "fromBlock": hex(cursor), "toBlock": hex(top)})
+            now = time.monotonic()
+            for raw in logs:
+                event = ev.decode_log(raw)
+                key = event.order_key if on_log == "completed" else bytes.fromhex(raw["data"][2:66])
+                if key in orders:
+                    seen[key] = seen.get(key, 0) + 1
+                    if orders[key].done_at == 0.0:
+                        orders[key].done_at = now
+            cursor = top + 1
+        await asyncio.sleep(0.05)
+    return seen
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _rss_peak_kib(pid: int) -> int:
+    total = 0
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+async def _bench_bridge(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    with open_anvil(block_time=args.block_time, gas_limit=300_000_000) as node:
+        config = _config(folder, node.url, args.confirmations, args.processes)
+        env = dict(os.environ)
+        env.update({
+            "TCBRIDGE_POOL_PASSPHRASE": secrets.token_hex(16),
+            "TCBRIDGE_OPERATOR_KEY": DEV_PRIVATE_KEYS[0],
+            "TCBRIDGE_RELAYER_KEY": DEV_PRIVATE_KEYS[1],
+        })
+        deployment = json.loads(_tcbridge(config, env, "deploy"))
+        registry = deployment["contracts"]["WorkOrderRegistry"]
+        worker_id = json.loads(_tcbridge(config, env, "worker", "create", "--name", "bench"))["workerId"]
+        _tcbridge(config, env, "worker", "register")
+        keys = [secrets.token_bytes(32) for _ in range(args.requesters)]
+        async with JsonRpcClient(node.url) as rpc:
+            await _fund(rpc, keys)
+            from connector.requester_client import EthereumRequester
+
+            probe = EthereumRequester(rpc, keys[0], 31337, registry, deployment["contracts"]["WorkerRegistry"])
+            worker = await probe.worker(worker_id)
+            orders = await _prepare(rpc, registry, worker, keys, args.orders, b"x" * args.payload)
+            log = open(folder / "bridge.log", "w")  # noqa: SIM115
+            bridge = subprocess.Popen(
+                [sys.executable, "-m", "connector.cli", "--config", str(config), "run"],
+                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            )
+            try:
+                await asyncio.sleep(args.warmup)
+                start_block = int(await rpc.call("eth_blockNumber"), 16)
+                by_key = {o.key: o for o in orders}
+                t0 = time.monotonic()
+                sender = asyncio.create_task(_send_all(rpc, orders, args.rate))
+                seen = await _follow(rpc, registry, ev.COMPLETED_TOPIC, by_key, args.confirmations,
+                                     start_block, args.timeout)
+                await sender
+                elapsed = max(o.done_at for o in orders if o.done_at) - t0
+                peak = _rss_peak_kib(bridge.pid)
+                cpu = {
+                    "bridge": _cpu_seconds(bridge.pid),
+                    "pool": sum(_cpu_seconds(c) for c in _children(bridge.pid)),
+                    "anvil": _cpu_seconds(node.pid),
+                    "loadgen": time.process_time(),
+                }
+                relayer = address_of_private_key(bytes.fromhex(DEV_PRIVATE_KEYS[1][2:]))
+                tx_count = int(await rpc.call("eth_getTransactionCount", relayer, "latest"), 16)
+                states = await rpc.batch([
+                    ("eth_call", [{"to": registry, "data": "0x" + encode_get(o.key).hex()}, "latest"])
+                    for o in orders
+                ])
+            finally:
+                bridge.send_signal(signal.SIGTERM)
+                try:
+                    bridge.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    bridge.kill()
+                log.close()
+        completed = sum(
+            1 for s in states
+            if not isinstance(s, Exception) and decode_get(bytes.fromhex(s[2:])).state == ORDER_COMPLETED
+        )
+        latencies = sorted(o.done_at - o.sent_at for o in orders if o.done_at)
+        return {
+            "orders": len(orders),
+            "completed": completed,
+            "lost": len(orders) - len(seen),
+            "duplicated": sum(1 for n in seen.values() if n > 1),
+            "wops": len(seen) / elapsed if elapsed > 0 else 0.0,
+            "p50": statistics.median(latencies) if latencies else float("nan"),
+            "p99": latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan"),
+            "tx_per_order": tx_count / max(1, len(seen)),
+            "peak_mib": peak / 1024,
+            "cpu": cpu,
+            "elapsed": elapsed,
+        }
+
+
+async def _ceiling(args: argparse.Namespace) -> float:
+    """Submits mined per second with no bridge, same node mode, same load generator."""
+    from eth_account import Account
+    from web3 import Web3
+
+    from connector.deploy import deploy_all
+    from enclave_bridge.identity import generate_identity
+    from enclave_bridge.attestation import SimulatedAttester
+    from enclave_bridge.identity import worker_record
+
+    with open_anvil(block_time=args.block_time, gas_limit=300_000_000) as node:
+        w3 = Web3(Web3.HTTPProvider(node.url))
+        deployment = deploy_all(w3, Account.from_key(DEV_PRIVATE_KEYS[0]))
+        keys_ = generate_identity("ceiling")
+        record = worker_record(keys_, SimulatedAttester().evidence_for(keys_))
+        registry_w = w3.eth.contract(address=deployment.contracts["WorkerRegistry"],
+                                     abi=__import__("connector.abi", fromlist=["x"]).load_artifact("WorkerRegistry").abi)
+        from connector.deploy import send_transaction
+
+        send_transaction(w3, Account.from_key(DEV_PRIVATE_KEYS[0]), registry_w.functions.workerRegister(
+            bytes.fromhex(record.worker_id), 1, b"\x00" * 32, [], json.dumps(record.details),
+            record.signing_address), "register")
+        worker = WorkerDetails.from_json({"details": record.details}, worker_id=record.worker_id)
+        keys = [secrets.token_bytes(32) for _ in range(args.requesters)]
+        registry = deployment.contracts["WorkOrderRegistry"]
+        async with JsonRpcClient(node.url) as rpc:
+            await _fund(rpc, keys)
+            orders = await _prepare(rpc, registry, worker, keys, args.orders, b"x" * args.payload)
+            start_block = int(await rpc.call("eth_blockNumber"), 16)
+            by_key = {o.key: o for o in orders}
+            t0 = time.monotonic()
+            sender = asyncio.create_task(_send_all(rpc, orders, args.rate))
+            await _follow(rpc, registry, ev.SUBMITTED_TOPIC, by_key, 0, start_block, args.timeout,
+                          on_log="submitted")
+            await sender
+            done = [o.done_at for o in orders if o.done_at]
+            return len(done) / (max(done) - t0) if done else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench-e2e", description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=2000)
+    parser.add_argument("--requesters", type=int, default=16)
+    parser.add_argument("--payload", type=int, default=100, help="input bytes per work order")
+    parser.add_argument("--rate", type=float, default=0.0, help="offered orders/s (0: as fast as possible)")
+    parser.add_argument("--block-time", type=float, default=0.2)
+    parser.add_argument("--confirmations", type=int, default=1)
+    parser.add_argument("--processes", type=int, default=0, help="pool processes (0: one per core)")
+    parser.add_argument("--warmup", type=float, default=4.0)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--skip-ceiling", action="store_true")
+    args = parser.parse_args(argv)
+    args.processes = args.processes or os.cpu_count() or 1
+
+    folder = Path(tempfile.mkdtemp(prefix="tcbridge-bench-"))
+    print(f"mode: anvil --block-time {args.block_time} --gas-limit 300000000, confirmations "
+          f"{args.confirmations}, {args.orders} echo-result orders of {args.payload} B from "
+          f"{args.requesters} requesters, pool of {args.processes} processes; folder {folder}")
+    result = asyncio.run(_bench_bridge(args, folder))
+    ceiling = 0.0 if args.skip_ceiling else asyncio.run(_ceiling(args))
+    print(f"completed          {result['completed']}/{result['orders']} on-chain "
+          f"(lost {result['lost']}, duplicated {result['duplicated']})")
+    print(f"throughput         {result['wops']:.1f} work orders/s (target {TARGET_WOPS:.0f}: "
+          f"{'met' if result['wops'] >= TARGET_WOPS else 'NOT met'}, ratio {result['wops'] / TARGET_WOPS:.2f})")
+    print(f"latency            p50 {result['p50']:.2f} s, p99 {result['p99']:.2f} s (submit to confirmed completion)")
+    print(f"completion txs     {result['tx_per_order']:.3f} per work order")
+    print(f"bridge peak memory {result['peak_mib']:.0f} MiB (bridge process and pool processes)")
+    cpu = result["cpu"]
+    print("cpu seconds        " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+          + f" over {result['elapsed']:.1f} s wall on {os.cpu_count()} cores")
+    if ceiling:
+        print(f"load ceiling       {ceiling:.1f} submits mined/s with no bridge; "
+              f"bridge/ceiling = {result['wops'] / ceiling:.2f}")
+    print(f"e2e_wops={result['wops']:.1f}")
+    ok = result["lost"] == 0 and result["duplicated"] == 0 and result["completed"] == result["orders"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
