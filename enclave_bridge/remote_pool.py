@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 
 from enclave_bridge import crypto
-from enclave_bridge.eea import WorkOrderStatus, parse_request
+from enclave_bridge.eea import WorkOrderStatus, _shallow, parse_request
 from enclave_bridge.errors import (
     ConfigurationError,
     CryptoError,
@@ -66,6 +66,8 @@ MAX_POLL_SECONDS = 1.0
 # One synchronous wait per submit; longer waits go through polling.
 SYNC_WAIT_MSECS = 10_000
 WAITING_CODES = (int(WorkOrderStatus.PENDING), int(WorkOrderStatus.SCHEDULED))
+# A remote answer holds at most a few outputs of a work order; bigger is hostile.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 # Pool-side PIDs do not cross hosts; a remote result reports this one.
 REMOTE_PID = 0
 
@@ -329,11 +331,8 @@ class RemotePool:
                 async with self._http.post(
                     self.url, json=body, headers=headers
                 ) as answer:
-                    document = await answer.json(content_type=None)
-                if not isinstance(document, dict):
-                    raise PoolError(f"{self.url} answered {method} with a non-object")
-                return document
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                    raw = await answer.content.read(MAX_ANSWER_BYTES + 1)
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 if attempt == CALL_ATTEMPTS:
                     raise PoolError(
                         f"calling {method} at {self.url} failed {attempt} times: {exc}"
@@ -349,7 +348,27 @@ class RemotePool:
                 )
                 await asyncio.sleep(delay)
                 delay *= 2
+                continue
+            return self._decode(method, raw)
         raise AssertionError("unreachable")
+
+    def _decode(self, method: str, raw: bytes) -> dict[str, Any]:
+        """One answer, refused when it is too large, too deep or not an object."""
+        if len(raw) > MAX_ANSWER_BYTES:
+            raise PoolError(
+                f"{self.url} answered {method} with more than {MAX_ANSWER_BYTES} bytes"
+            )
+        if not _shallow(raw):
+            raise PoolError(f"{self.url} answered {method} with JSON nested too deeply")
+        try:
+            document = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise PoolError(
+                f"{self.url} answered {method} with something not JSON"
+            ) from None
+        if not isinstance(document, dict):
+            raise PoolError(f"{self.url} answered {method} with a non-object")
+        return document
 
 
 @contextlib.asynccontextmanager

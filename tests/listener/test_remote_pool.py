@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -193,3 +194,50 @@ async def test_avalon_listener_serves_direct_but_not_proxy() -> None:
     assert result.status == 0
     verdict = verify_response(sent, result.response, vectors_details())
     assert verdict.accepted, verdict.reason
+
+
+@asynccontextmanager
+async def answering(body: bytes) -> AsyncIterator[str]:
+    """A local server that answers every POST with ``body``."""
+
+    async def reply(_: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/", reply)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (b"<html>oops</html>", "not JSON"),
+        (b"[" * 50_000, "nested too deeply"),
+        (b"[1, 2]", "non-object"),
+    ],
+    ids=["html", "deep", "array"],
+)
+async def test_hostile_answers_are_refused(body: bytes, match: str) -> None:
+    """A remote listener answering garbage gives a PoolError that says so, not a crash."""
+    async with answering(body) as url:
+        with pytest.raises(PoolError, match=match):
+            async with open_remote_pool(url):
+                pass
+
+
+async def test_unreachable_listener_is_retried_then_refused() -> None:
+    """A listener nobody answers at is tried three times, then reported as a PoolError."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(PoolError, match="failed 3 times"):
+        async with open_remote_pool(f"http://127.0.0.1:{port}/"):
+            pass
