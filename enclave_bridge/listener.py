@@ -18,7 +18,8 @@ Answers, always HTTP 200 with a JSON-RPC body:
   answers error code 6 (*scheduled*) and the requester polls
   ``WorkOrderGetResult``, which answers 5 (*pending*) until the signed
   result or error result exists. A second order with a known
-  ``workOrderId`` is refused.
+  ``workOrderId`` is refused; past the in-flight caps (overall and per
+  ``requesterId``) a submit answers 8 (*busy*) instead of queueing.
 * Generic answers of the registry and receipt calls are EEA's: an
   ``error`` object with code 0 on success (as Avalon's listener answered).
 
