@@ -94,6 +94,17 @@ async def test_orders_of_every_workload_complete_and_verify(
                 await asyncio.sleep(0.05)
             assert counts.get(State.COMPLETED) == len(JOBS)
             assert bridge.submitter.stats.committed >= 1
+
+            # What `tcbridge submit --chain fabric --identity user2` and
+            # `tcbridge status --chain fabric` run.
+            out = await fabric_runtime.submit_and_wait(
+                config, "user2", None, records[0].worker_id, "echo-result", ["cli"],
+                wait=True, timeout=60,
+            )
+            assert out["verified"] is True and out["outputs"] == ["RESULT: cli"]
+            status = await fabric_runtime.fabric_status(config)
+            assert status["chain"] == "fabric:mychannel"
+            assert status["checkpoint"]["block"] >= out["block"]
         finally:
             stop.set()
             await asyncio.wait_for(task, 60)
