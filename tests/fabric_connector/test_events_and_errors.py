@@ -59,7 +59,7 @@ def test_events_that_are_not_about_orders_are_ignored() -> None:
     assert ev.decode_event("WorkerRegistered", b"not even json", 1, "t") == []
 
 
-class _Failed(grpc.aio.AioRpcError):
+class _Failed(grpc.aio.AioRpcError):  # type: ignore[misc]
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
