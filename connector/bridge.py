@@ -132,6 +132,7 @@ class EthereumBridge:
             bump_percent=settings.bump_percent,
             stuck_after_s=settings.stuck_after_s,
             gas_cap_per_requester_hour=settings.gas_cap_per_requester_hour,
+            confirmed_height=lambda: self.watcher.confirmed,
         )
         concurrency = settings.concurrency or pool.size * pool.depth * 16
         self.dispatcher = Dispatcher(

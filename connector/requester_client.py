@@ -65,6 +65,7 @@ class Submitted:
     tx_hash: str
     submitted_at: float
     via_consumer: str | None = None
+    raw: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,7 @@ class EthereumRequester:
         )
         tx = await self.send(self.registry, data, gas or 150_000 + 40 * len(request))
         key = make_order_key(self.address, bytes.fromhex(params["workOrderId"]))
-        return Submitted(key, sent, worker, tx.hash, time.monotonic())
+        return Submitted(key, sent, worker, tx.hash, time.monotonic(), raw=tx.raw)
 
     async def submit_via_consumer(
         self,

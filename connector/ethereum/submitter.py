@@ -176,6 +176,7 @@ class Submitter:
         stuck_after_s: float = 30.0,
         block_gas_limit: int = 30_000_000,
         gas_cap_per_requester_hour: int = 0,
+        confirmed_height: Callable[[], int] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rpc = rpc
@@ -193,6 +194,9 @@ class Submitter:
         self.stats = SubmitterStats()
         self.pending_count = 0
         self.gas_cap = RequesterGasCap(gas_cap_per_requester_hour, clock)
+        # A receipt counts once its block is confirmed; until then a reorg may
+        # still drop the transaction, and it must stay tracked to be re-sent.
+        self.confirmed_height = confirmed_height
         self._requester_of: dict[bytes, str] = {}
 
     # -- one step -------------------------------------------------------
@@ -220,6 +224,8 @@ class Submitter:
             receipts = replies[cursor : cursor + len(tx.hashes)]
             cursor += len(tx.hashes)
             receipt = next((r for r in receipts if isinstance(r, dict)), None)
+            if receipt is not None and not self._confirmed(receipt):
+                continue
             if receipt is not None:
                 await self._settle_receipt(tx, receipt)
             elif tx.nonce < mined_nonce:
@@ -230,6 +236,11 @@ class Submitter:
                     await self._abandon(tx, "nonce used by another transaction")
             else:
                 await self._keep_alive(tx)
+
+    def _confirmed(self, receipt: dict[str, Any]) -> bool:
+        if self.confirmed_height is None:
+            return True
+        return int(receipt.get("blockNumber") or "0x0", 16) <= self.confirmed_height()
 
     async def _settle_receipt(self, tx: PendingTx, receipt: dict[str, Any]) -> None:
         ok = receipt.get("status") == "0x1"

@@ -237,3 +237,26 @@ async def test_requester_over_its_gas_cap_waits() -> None:
         h.clock.now += 3601
         await h.submitter.step()
         assert ready(2).order_key not in h.store.ready
+
+
+async def test_receipt_counts_only_once_confirmed_and_a_reorged_tx_is_resent() -> None:
+    """An unconfirmed receipt keeps the tx tracked; if a reorg drops it, the stored bytes go out again."""
+    height = {"confirmed": 0}
+    async with harness(confirmed_height=lambda: height["confirmed"]) as h:
+        h.store.ready[ready(1).order_key] = ready(1)
+        await h.submitter.step()
+        first = h.node.sent[0]
+        h.node.mine()
+        await h.submitter.track()
+        assert h.store.mined == {}  # mined, not yet confirmed
+
+        # A reorg drops the block and the transaction with it.
+        h.node.receipts.clear()
+        h.node.chain_nonce = 0
+        await h.submitter.track()
+        assert h.node.sent[-1].hash == first.hash
+        h.node.mine()
+        height["confirmed"] = h.node.block
+        await h.submitter.track()
+
+        assert h.store.mined[0] == (first.hash, True)
