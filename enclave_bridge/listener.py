@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import hashlib
 import hmac
@@ -59,22 +58,21 @@ from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
-from eth_utils.crypto import keccak
 
-from enclave_bridge import crypto
 from enclave_bridge.eea import EeaError, Limits, WorkOrderStatus, parse_request
 from enclave_bridge.errors import (
     ConfigurationError,
-    CryptoError,
     PoolError,
     WorkOrderError,
 )
 from enclave_bridge.identity import verify_encryption_key_signature
 from enclave_bridge.listener_book import OrderBook, OrderRow
-from enclave_bridge.listener_receipts import (
-    receipt_create_digest,
-    receipt_update_digest,
+from enclave_bridge.listener_proxy import (
+    check_binding,
+    proxy_extension,
+    target_from_json,
 )
+from enclave_bridge.listener_receipts import ReceiptDesk
 from enclave_bridge.listener_schema import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
@@ -88,8 +86,6 @@ from enclave_bridge.listener_schema import (
     url_allowed,
 )
 from enclave_bridge.pool import PoolJob, PoolResult, Target, WorkerPublicRecord
-from enclave_bridge.processor import EthereumTarget, FabricTarget
-from enclave_bridge.result_signature import EthereumDomain, FabricDomain
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +95,6 @@ WORKER_STATUSES = (1, 2, 3, 4)  # active, offline, decommissioned, compromised
 # EEA worker type of the pool's workers: a TEE (simulated attestation says so
 # in the details' proofDataType).
 TEE_WORKER_TYPE = 1
-# EEA's "last update" index for WorkOrderReceiptUpdateRetrieve.
-LAST_UPDATE = 0xFFFFFFFF
 # Bound on what a notifyUri answer may make us read.
 NOTIFY_READ_BYTES = 64 * 1024
 PROXY_FIELDS = ("tcbridgeRequest", "tcbridgeTarget", "tcbridgeOrderKey")
@@ -214,6 +208,7 @@ class EeaListener:
         self._worker_status: dict[str, int] = {}
         # Running orders per requesterId (lower case; "" for bridge orders).
         self._per_requester: dict[str, int] = {}
+        self._receipts = ReceiptDesk(book, self._known_worker)
         self._methods: dict[str, Handler] = {
             "WorkerLookUp": self._worker_lookup,
             "WorkerLookUpNext": self._worker_lookup,
@@ -271,7 +266,7 @@ class EeaListener:
             self._worker_status[worker_id] = int(status)
         for row in self.book.pending_orders():
             log.info("resuming direct work order %s", row.work_order_id)
-            self._launch(row, _target_from_json(row.target), None)
+            self._launch(row, target_from_json(row.target), None)
 
     async def close(self) -> None:
         """Stop running orders (they resume on the next start) and notifications."""
@@ -594,9 +589,9 @@ class EeaListener:
         if len(raw) > self.settings.max_body_bytes:
             raise _too_large(len(raw), self.settings.max_body_bytes)
         target_json = params.get("tcbridgeTarget")
-        target = _target_from_json(json.dumps(target_json)) if target_json else None
+        target = target_from_json(json.dumps(target_json)) if target_json else None
         if target is not None:
-            _check_binding(target, raw)
+            check_binding(target, raw)
         key = f"bridge:{params['tcbridgeOrderKey']}"
         digest = hashlib.sha256(raw).digest()
         existing = self.book.order(key)
@@ -696,7 +691,7 @@ class EeaListener:
                 self._per_requester[row.requester_id] = left
         extension = None
         if job.target is not None:
-            extension = json.dumps(_extension(result))
+            extension = json.dumps(proxy_extension(result))
         self.book.finish_order(row.key, result.status, result.response_bytes, extension)
         log.info(
             "direct work order %s finished with status %d",
@@ -790,113 +785,27 @@ class EeaListener:
 
     async def _receipt_create(self, call: RpcCall, _: web.Request) -> dict[str, Any]:
         params = check_params(call.params, SCHEMAS[call.method], method=call.method)
-        work_order_id = params["workOrderId"]
         self._known_worker(params["workerId"])
-        try:
-            key = crypto.load_verifying_key(params["receiptVerificationKey"])
-        except CryptoError:
-            raise invalid_params(
-                "receiptVerificationKey is not a secp256k1 public key (PEM)",
-                work_order_id,
-            ) from None
-
-        order = self.book.order(f"wo:{work_order_id.lower()}")
-        if order is not None:
-            if order.requester_id != params["requesterId"].lower():
-                raise RpcFailure(
-                    EeaError.ACCESS_DENIED,
-                    "requesterId is not the work order's requester",
-                    work_order_id=work_order_id,
-                )
-            if _request_hash_hex(order) != params["workOrderRequestHash"].lower():
-                raise invalid_params(
-                    "workOrderRequestHash is not the work order's request hash",
-                    work_order_id,
-                )
-            if order.verifying_key and not _same_key(order.verifying_key, key):
-                raise RpcFailure(
-                    EeaError.ACCESS_DENIED,
-                    "receiptVerificationKey is not the key that signed the work order",
-                    work_order_id=work_order_id,
-                )
-        digest = receipt_create_digest(params)
-        if not crypto.verify_digest_b64(key, digest, params["requesterSignature"]):
-            raise RpcFailure(
-                EeaError.INVALID_SIGNATURE,
-                "requesterSignature does not verify over the receipt create digest",
-                work_order_id=work_order_id,
-            )
-        if not self.book.add_receipt(work_order_id, params):
-            raise invalid_params("a receipt for this work order exists", work_order_id)
-        return _generic(call, "receipt created", work_order_id)
+        self._receipts.create(params)
+        return _generic(call, "receipt created", params["workOrderId"])
 
     async def _receipt_update(self, call: RpcCall, _: web.Request) -> dict[str, Any]:
         params = check_params(call.params, SCHEMAS[call.method], method=call.method)
-        work_order_id = params["workOrderId"]
-        receipt = self._known_receipt(work_order_id)
-        updater = params["updaterId"].lower()
-        if updater == receipt["requesterId"].lower():
-            key_pem = receipt["receiptVerificationKey"]
-        elif updater == receipt["workerId"].lower():
-            worker = self._known_worker(receipt["workerId"])
-            key_pem = (
-                worker["details"].get("workerTypeData", {}).get("verificationKey", "")
-            )
-        else:
-            raise RpcFailure(
-                EeaError.ACCESS_DENIED,
-                "only the receipt's requester or worker may update it",
-                work_order_id=work_order_id,
-            )
-        try:
-            key = crypto.load_verifying_key(key_pem)
-        except CryptoError:
-            raise RpcFailure(
-                EeaError.INVALID_SIGNATURE,
-                "the updater has no usable verification key",
-                work_order_id=work_order_id,
-            ) from None
-        digest = receipt_update_digest(params)
-        if not crypto.verify_digest_b64(key, digest, params["updateSignature"]):
-            raise RpcFailure(
-                EeaError.INVALID_SIGNATURE,
-                "updateSignature does not verify over the receipt update digest",
-                work_order_id=work_order_id,
-            )
-        body = {**params, "receiptVerificationKey": key_pem}
-        if self.book.add_update(work_order_id, updater, digest, body) is None:
-            raise invalid_params("this update was already recorded", work_order_id)
-        return _generic(call, "receipt updated", work_order_id)
-
-    def _known_receipt(self, work_order_id: str) -> dict[str, Any]:
-        receipt = self.book.receipt(work_order_id)
-        if receipt is None:
-            raise invalid_params(
-                f"no receipt for work order {work_order_id}", work_order_id
-            )
-        return receipt
+        self._receipts.update(params)
+        return _generic(call, "receipt updated", params["workOrderId"])
 
     async def _receipt_retrieve(self, call: RpcCall, _: web.Request) -> dict[str, Any]:
         params = check_params(call.params, SCHEMAS[call.method], method=call.method)
-        receipt = self._known_receipt(params["workOrderId"])
-        updates = self.book.updates(params["workOrderId"], None)
-        result = {k: v for k, v in receipt.items() if k != "receiptCreateStatus"}
-        result["receiptCurrentStatus"] = receipt["receiptCreateStatus"]
-        result["updateCount"] = len(updates)
-        return _result(call, result)
+        return _result(call, self._receipts.retrieve(params["workOrderId"]))
 
     async def _receipt_update_retrieve(
         self, call: RpcCall, _: web.Request
     ) -> dict[str, Any]:
         params = check_params(call.params, SCHEMAS[call.method], method=call.method)
-        work_order_id = params["workOrderId"]
-        self._known_receipt(work_order_id)
-        updates = self.book.updates(work_order_id, params.get("updaterId"))
-        index = params["updateIndex"]
-        if not updates or (index != LAST_UPDATE and index >= len(updates)):
-            raise invalid_params(f"no update {index} for this receipt", work_order_id)
-        update = updates[-1] if index == LAST_UPDATE else updates[index]
-        return _result(call, {**update, "updateCount": len(updates)})
+        update = self._receipts.retrieve_update(
+            params["workOrderId"], params.get("updaterId"), params["updateIndex"]
+        )
+        return _result(call, update)
 
     async def _receipt_lookup(self, call: RpcCall, _: web.Request) -> dict[str, Any]:
         params = check_params(call.params, SCHEMAS[call.method], method=call.method)
@@ -985,21 +894,6 @@ def _stored_answer(call: RpcCall, stored: OrderRow) -> dict[str, Any]:
     return answer
 
 
-def _extension(result: PoolResult) -> dict[str, Any]:
-    return {
-        "responseBytes": base64.b64encode(result.response_bytes).decode(),
-        "resultSignature": result.result_signature.hex()
-        if result.result_signature is not None
-        else None,
-        "requestHash": result.request_hash.hex()
-        if result.request_hash is not None
-        else None,
-        "status": result.status,
-        "executed": result.executed,
-        "poolFailure": result.pool_failure,
-    }
-
-
 def _consume(task: asyncio.Task[PoolResult]) -> None:
     if not task.cancelled():
         task.exception()
@@ -1027,85 +921,3 @@ def _peek(raw: bytes, name: str) -> Any:
         return None
     params = document.get("params", document)
     return params.get(name) if isinstance(params, dict) else None
-
-
-def _request_hash_hex(order: OrderRow) -> str:
-    """EEA request hash of a stored direct-model order (receipts are rare: no cache)."""
-    return crypto.request_hash(parse_request(order.request)).hex()
-
-
-def _same_key(pem: str, key: Any) -> bool:
-    try:
-        return bool(crypto.load_verifying_key(pem).format() == key.format())
-    except CryptoError:
-        return False
-
-
-def target_to_json(target: EthereumTarget | FabricTarget) -> dict[str, Any]:
-    """The ``tcbridgeTarget`` JSON of a pool target (used by RemotePool)."""
-    if isinstance(target, EthereumTarget):
-        return {
-            "kind": "ethereum",
-            "chainId": target.domain.chain_id,
-            "verifyingContract": target.domain.verifying_contract,
-            "orderKey": target.order_key.hex(),
-            "requestHash": target.request_hash.hex(),
-        }
-    return {
-        "kind": "fabric",
-        "channel": target.domain.channel,
-        "chaincode": target.domain.chaincode,
-        "workOrderId": target.work_order_id,
-        "requestHash": target.request_hash.hex(),
-    }
-
-
-def _target_from_json(text: str | None) -> Target:
-    if not text:
-        return None
-    try:
-        raw = json.loads(text)
-        kind = raw["kind"]
-        request_hash = _hash32(raw["requestHash"])
-        if kind == "ethereum":
-            chain_id = raw["chainId"]
-            contract = raw["verifyingContract"]
-            if not isinstance(chain_id, int) or not isinstance(contract, str):
-                raise ValueError("chainId / verifyingContract")
-            return EthereumTarget(
-                EthereumDomain(chain_id, contract),
-                _hash32(raw["orderKey"]),
-                request_hash,
-            )
-        if kind == "fabric":
-            names = (raw["channel"], raw["chaincode"], raw["workOrderId"])
-            if not all(isinstance(n, str) for n in names):
-                raise ValueError("channel / chaincode / workOrderId")
-            return FabricTarget(
-                FabricDomain(names[0], names[1]), names[2], request_hash
-            )
-        raise ValueError(f"kind {kind!r}")
-    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
-        raise invalid_params(f"tcbridgeTarget is malformed: {exc}") from None
-
-
-def _hash32(value: Any) -> bytes:
-    if not isinstance(value, str):
-        raise ValueError("a hash is not a string")
-    raw = bytes.fromhex(value.removeprefix("0x"))
-    if len(raw) != 32:
-        raise ValueError("a hash is not 32 bytes")
-    return raw
-
-
-def _check_binding(target: EthereumTarget | FabricTarget, request: bytes) -> None:
-    """The target's request hash must be the hash of these exact request bytes."""
-    if isinstance(target, EthereumTarget):
-        actual = keccak(request)
-    else:
-        actual = hashlib.sha256(request).digest()
-    if not hmac.compare_digest(actual, target.request_hash):
-        raise invalid_params(
-            "tcbridgeTarget.requestHash is not the hash of tcbridgeRequest: the "
-            "listener signs results only for the request the chain holds"
-        )

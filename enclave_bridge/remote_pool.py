@@ -45,7 +45,7 @@ from enclave_bridge.errors import (
     PoolError,
     WorkOrderError,
 )
-from enclave_bridge.listener import target_to_json
+from enclave_bridge.listener_proxy import target_to_json
 from enclave_bridge.pool import PoolJob, PoolResult, PoolStats, WorkerPublicRecord
 from enclave_bridge.processor import encode_response
 from enclave_bridge.result_signature import address_of_public_key

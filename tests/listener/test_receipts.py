@@ -11,8 +11,8 @@ import pytest
 from enclave_bridge import crypto
 from enclave_bridge.eea import EeaError
 from enclave_bridge.keys import WorkerKeys
-from enclave_bridge.listener import LAST_UPDATE
 from enclave_bridge.listener_receipts import (
+    LAST_UPDATE,
     receipt_create_digest,
     receipt_update_digest,
 )
