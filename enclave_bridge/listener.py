@@ -31,15 +31,13 @@ worker's details, made inside the pool process that holds the key. The
 listener holds no private key, so it cannot sign per-request nonces:
 ``encryptionKeyNonce`` is empty and ``tag`` is echoed unsigned.
 
-Proxy-model extension (tcbridge listeners only, bearer token required):
-``WorkOrderSubmit`` with ``tcbridgeRequest`` (base64 of the exact request
-bytes the chain holds), ``tcbridgeTarget`` (the EIP-712 or Fabric target),
-``tcbridgeOrderKey`` and optional ``tcbridgeMaxSeconds``. The listener
-checks that the target's ``requestHash`` is the keccak-256 (Ethereum) or
-SHA-256 (Fabric) of those bytes, runs the order keyed by the bridge's order
-key, and adds ``tcbridge: {responseBytes, resultSignature, requestHash,
-status}`` to the answer, so :class:`enclave_bridge.remote_pool.RemotePool`
-hands the bridge the exact bytes the signature covers.
+Proxy-model extension (tcbridge listeners only, proxy bearer token
+required): ``WorkOrderSubmit`` with ``tcbridge*`` parameters runs a bridge's
+order for an on-chain target and answers the exact response bytes with the
+result signature; see :mod:`enclave_bridge.listener_proxy`. Receipts are in
+:mod:`enclave_bridge.listener_receipts`, the order book in
+:mod:`enclave_bridge.listener_book`, request checks in
+:mod:`enclave_bridge.listener_schema`.
 ``TcbridgeInfo`` tells such a client it talks to a tcbridge listener.
 """
 
