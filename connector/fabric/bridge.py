@@ -58,7 +58,11 @@ class FabricSettings:
     chaincode: str
     start_block: int = 0
     poll_interval_s: float = 0.2
-    claimer: str = field(default_factory=lambda: f"bridge@{socket.gethostname()}")
+    # Distinct from the Ethereum bridge's claimer, so a restart of one never
+    # releases the other's claims.
+    claimer: str = field(
+        default_factory=lambda: f"fabric-bridge@{socket.gethostname()}"
+    )
     concurrency: int = 0
     execution_timeout_s: float = 30.0
     max_items: int = 50

@@ -95,7 +95,12 @@ class FabricSubmitter:
         self.pending_count = 0
 
     async def step(self) -> int:
-        """Send the ready results (one transaction); return how many orders it carried."""
+        """Send the ready results (one transaction); return how many orders it carried.
+
+        A transaction a failed earlier step left stored but unsettled (the
+        peer went away after Submit) is settled first, as after a restart.
+        """
+        await self.recover()
         ready = [
             order
             for order in await self.store.ready_results(self.max_items, self.chain_id)
