@@ -187,6 +187,20 @@ class ChainlinkAdapter:
         self._callbacks: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
 
+    def metrics(self) -> dict[str, int]:
+        """Gauges and counters for the ops server's Prometheus page (no I/O)."""
+        stats = self.stats
+        return {
+            "chainlink_requests_total": stats.requests,
+            "chainlink_errors_total": stats.errors,
+            "chainlink_work_orders_total": stats.work_orders,
+            "chainlink_repeats_total": stats.repeats,
+            "chainlink_jobs_running": sum(
+                1 for job in self._jobs.values() if not job.task.done()
+            ),
+            "chainlink_callbacks_sent_total": stats.callbacks_sent,
+        }
+
     def app(self) -> web.Application:
         """An aiohttp app answering POST at its root; closes its client on cleanup."""
         app = web.Application(client_max_size=self.settings.max_body_bytes + 1)

@@ -277,6 +277,18 @@ class EeaListener:
         if self._http is not None:
             await self._http.close()
 
+    def metrics(self) -> dict[str, int]:
+        """Gauges and counters for the ops server's Prometheus page (no I/O)."""
+        stats = self.stats
+        return {
+            "listener_requests_total": stats.requests,
+            "listener_refused_total": stats.refused,
+            "listener_orders_submitted_total": stats.orders_submitted,
+            "listener_orders_running": len(self._running),
+            "listener_notifications_sent_total": stats.notifications_sent,
+            "listener_notifications_blocked_total": stats.notifications_blocked,
+        }
+
     def app(self) -> web.Application:
         """The aiohttp application: POST JSON-RPC to its root."""
         app = web.Application(client_max_size=self.settings.max_body_bytes + 1)

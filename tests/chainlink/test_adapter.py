@@ -126,6 +126,9 @@ async def test_repeated_id_runs_one_work_order(adapter: Adapter) -> None:
     assert first == second == third
     assert first[1]["result"] == "RESULT: once"
     assert adapter.pool.stats().done == done
+    metrics = adapter.adapter.metrics()
+    assert metrics["chainlink_repeats_total"] >= 2
+    assert metrics["chainlink_jobs_running"] == 0
 
 
 async def test_ready_eea_request(

@@ -465,6 +465,9 @@ async def test_two_hundred_simultaneous_requests(
         assert verdict.outputs[0].data == f"RESULT: load {n}".encode()
     for answer in answers[160:]:
         assert answer["result"]["status"] == 1
+    metrics = harness.listener.metrics()
+    assert metrics["listener_orders_running"] == 0
+    assert metrics["listener_orders_submitted_total"] >= 160
 
 
 async def test_busy_past_the_in_flight_caps(
