@@ -195,6 +195,16 @@ def _rss_peak_kib(pid: int) -> int:
     return total
 
 
+def _start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the bridge process (not the pool), raw folded stacks."""
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+         "--output", str(out), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
 async def _bench_bridge(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     with open_anvil(block_time=args.block_time, gas_limit=300_000_000) as node:
         config = _config(folder, node.url, args.confirmations, args.processes)
@@ -221,8 +231,11 @@ async def _bench_bridge(args: argparse.Namespace, folder: Path) -> dict[str, Any
                 [sys.executable, "-m", "connector.cli", "--config", str(config), "run"],
                 env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             )
+            profiler = None
             try:
                 await asyncio.sleep(args.warmup)
+                if args.profile:
+                    profiler = _start_profiler(bridge.pid, Path(args.profile))
                 start_block = int(await rpc.call("eth_blockNumber"), 16)
                 by_key = {o.key: o for o in orders}
                 t0 = time.monotonic()
@@ -245,6 +258,9 @@ async def _bench_bridge(args: argparse.Namespace, folder: Path) -> dict[str, Any
                     for o in orders
                 ])
             finally:
+                if profiler is not None:
+                    profiler.send_signal(signal.SIGINT)
+                    profiler.wait(timeout=60)
                 bridge.send_signal(signal.SIGTERM)
                 try:
                     bridge.wait(timeout=30)
@@ -322,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=4.0)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--skip-ceiling", action="store_true")
+    parser.add_argument("--profile", metavar="PATH",
+                        help="record the bridge process with py-spy (folded stacks) into PATH")
     args = parser.parse_args(argv)
     args.processes = args.processes or os.cpu_count() or 1
 

@@ -21,8 +21,9 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Select,
+    Table,
     and_,
+    bindparam,
     case,
     delete,
     func,
@@ -77,6 +78,12 @@ RECENT_BLOCKS_KEPT = 256
 _CHUNK = 500
 
 WO = m.WorkOrder
+# The hot paths use the Core tables, not the ORM classes: no unit of work,
+# no ORM bulk plumbing, and statements whose compiled form SQLAlchemy caches.
+WT: Table = m.WorkOrder.__table__  # type: ignore[assignment]
+RT: Table = m.Result.__table__  # type: ignore[assignment]
+CBT: Table = m.CheckpointBlock.__table__  # type: ignore[assignment]
+TOT: Table = m.TransactionOrder.__table__  # type: ignore[assignment]
 
 # States in which an order already has its result saved.
 _PAST_RESULT = frozenset(
@@ -198,9 +205,7 @@ class WorkOrderStore:
             seen = [row for row in rows if row["order_key"] not in new_keys]
             revived = await self._revive(session, chain, where, seen, now)
             bad = await self._insert_malformed(session, chain, where, malformed, now)
-            settled = 0
-            for settlement in settlements:
-                settled += await self._settle(session, chain, where, settlement, now)
+            settled = await self._settle(session, chain, where, settlements, now)
             await self._write_checkpoint(
                 session,
                 chain,
@@ -212,11 +217,13 @@ class WorkOrderStore:
                 now,
             )
 
-        new = []
+        new: dict[bytes, None] = {}  # insertion-ordered, each key once
+        logging_moves = log.isEnabledFor(logging.INFO)
         for row in rows:
             if row["order_key"] in new_keys and row["order_key"] not in new:
-                new.append(row["order_key"])
-                _log_move(row, State(row["state"]))
+                new[row["order_key"]] = None
+                if logging_moves:
+                    _log_move(row, State(row["state"]))
         return Recorded(
             new=[OrderRef(chain, where, key) for key in new],
             revived=revived,
@@ -422,56 +429,100 @@ class WorkOrderStore:
         dispatcher saves what the pool finished together. Each item's
         outcome is its state afterwards, or the InvalidTransition that a
         lost claim raises for that item alone (the others are saved).
+
+        Set-based: one locking read of the orders, one guarded UPDATE that
+        moves the claimed ones, one INSERT of the results, whatever the
+        batch size. A refused item leaves no trace: results are inserted
+        only for the orders the UPDATE moved (and for ORPHANED ones, which
+        keep their result and stay put).
         """
+        if not items:
+            return []
         now = self._clock()
         outcomes: list[State | InvalidTransition] = []
+        to_move: dict[int, Any] = {}  # order id -> the row read
+        results: dict[int, ResultToSave] = {}  # order id -> the first result
 
         async with self._transaction() as session:
+            rows = await self._rows_of(session, [item.ref for item in items])
             for item in items:
-                try:
-                    outcomes.append(await self._save_one(session, item, claimer, now))
-                except InvalidTransition as exc:
-                    outcomes.append(exc)
+                row = rows[item.ref]
+                outcome = self._save_outcome(row, claimer)
+                if not isinstance(outcome, InvalidTransition):
+                    results.setdefault(row.id, item)
+                    if outcome is State.RESULT_READY and State(row.state) is not outcome:
+                        to_move[row.id] = row
+                outcomes.append(outcome)
+
+            moved = await self._move_rows(
+                session,
+                list(to_move.values()),
+                State.RESULT_READY,
+                now,
+                guard=None if claimer is None else WT.c.claimed_by == claimer,
+            )
+            lost = to_move.keys() - moved
+            for position, item in enumerate(items):
+                row = rows[item.ref]
+                if row.id in lost:
+                    results.pop(row.id, None)
+                    outcomes[position] = InvalidTransition(
+                        f"work order {row.work_order_id} left {row.state} while its "
+                        "result was being saved: another process moved it first"
+                    )
+            await self._insert_results(session, results, now)
 
         return outcomes
 
-    async def _save_one(
-        self,
-        session: AsyncSession,
-        item: ResultToSave,
-        claimer: str | None,
-        now: datetime,
-    ) -> State:
-        row = await self._current(session, item.ref)
+    @staticmethod
+    def _save_outcome(row: Any, claimer: str | None) -> State | InvalidTransition:
+        """What saving a result does to an order read as ``row`` (nothing written).
+
+        The state afterwards: unchanged for an order past its result (a retry
+        of the same step) or ORPHANED (the result is kept for its return),
+        RESULT_READY for a claimed one; or why the save is refused.
+        """
         state = State(row.state)
-        if state in _PAST_RESULT:
-            return state  # saved before: a retry of the same step
+        if state in _PAST_RESULT or state is State.ORPHANED:
+            return state
         if claimer is not None and state is State.CLAIMED and row.claimed_by != claimer:
-            raise InvalidTransition(
+            return InvalidTransition(
                 f"work order {row.work_order_id} is claimed by {row.claimed_by!r}, "
                 f"not {claimer!r}: its claim was released and taken again"
             )
-        if state is not State.ORPHANED:
-            # Checked before anything is written: in a batch, a refused item
-            # must leave no trace while the others commit.
+        try:
             check_transition(state, State.RESULT_READY, attempts=row.attempts)
-        await session.execute(
-            self._insert(m.Result)
-            .values(
-                work_order_id=row.id,
-                status=item.status,
-                response=item.response,
-                signature=item.signature,
-                request_hash=item.request_hash,
-                created_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["work_order_id"])
-        )
-        if state is State.ORPHANED:
-            return state
-        await self._move_one(session, row, State.RESULT_READY, now)
+        except InvalidTransition as exc:
+            return exc
 
         return State.RESULT_READY
+
+    async def _insert_results(
+        self,
+        session: AsyncSession,
+        results: Mapping[int, ResultToSave],
+        now: datetime,
+    ) -> None:
+        # The first result saved for an order is the one kept.
+        if not results:
+            return
+        statement = self._insert(RT).on_conflict_do_nothing(
+            index_elements=["work_order_id"]
+        )
+        await session.execute(
+            statement,
+            [
+                {
+                    "work_order_id": order_id,
+                    "status": item.status,
+                    "response": item.response,
+                    "signature": item.signature,
+                    "request_hash": item.request_hash,
+                    "created_at": now,
+                }
+                for order_id, item in results.items()
+            ],
+        )
 
     async def get_order(self, ref: OrderRef) -> StoredOrder | None:
         """One work order with its result, or None if the store never saw it."""
@@ -740,7 +791,7 @@ class WorkOrderStore:
         except (SQLAlchemyError, OSError) as exc:
             raise translate_error(exc) from exc
 
-    def _insert(self, model: type[m.Base]) -> Any:
+    def _insert(self, model: type[m.Base] | Table) -> Any:
         dialect = postgresql if self._dialect == "postgresql" else sqlite
         return dialect.insert(model)
 
@@ -756,59 +807,71 @@ class WorkOrderStore:
         """THE state change: checked against the table, guarded by the old state.
 
         Moves every order matching ``where`` whose state is one of
-        ``sources`` to ``target``; returns the moved rows (id, chain_id,
-        contract, order_key, work_order_id, block_number, tx_hash).
+        ``sources`` to ``target``, in one statement; returns the moved rows
+        (id, chain_id, contract, order_key, work_order_id, block_number,
+        tx_hash).
         """
         guards = []
         for source in sorted(sources):
             check_transition(source, target, attempts=0)
-            guard = WO.state == source.value
+            guard = WT.c.state == source.value
             if source is State.CLAIMED and target is State.RECEIVED:
                 # "Retried once": the attempt count is checked in the same
                 # statement that moves the order.
-                guard = and_(guard, WO.attempts < MAX_ATTEMPTS)
+                guard = and_(guard, WT.c.attempts < MAX_ATTEMPTS)
             guards.append(guard)
         if not guards:
             return []
         statement = (
-            update(WO)
+            update(WT)
             .where(where, or_(*guards))
             .values(state=target.value, updated_at=now, **values)
-            .returning(
-                WO.id,
-                WO.chain_id,
-                WO.contract,
-                WO.order_key,
-                WO.work_order_id,
-                WO.block_number,
-                WO.tx_hash,
-            )
-            .execution_options(synchronize_session=False)
+            .returning(*_MOVED_COLUMNS)
         )
         moved = list(await session.execute(statement))
-        for row in moved:
-            _log_move(row._mapping, target)
+        if log.isEnabledFor(logging.INFO):
+            for row in moved:
+                _log_move(row._mapping, target)
 
         return moved
 
-    async def _move_one(
+    async def _move_rows(
         self,
         session: AsyncSession,
-        row: Any,
+        rows: Sequence[Any],
         target: State,
         now: datetime,
+        *,
+        guard: ColumnElement[bool] | None = None,
         **values: Any,
-    ) -> None:
-        source = State(row.state)
-        check_transition(source, target, attempts=row.attempts)
-        moved = await self._move(
-            session, target, {source}, WO.id == row.id, now, **values
-        )
-        if not moved:
-            raise InvalidTransition(
-                f"work order {row.work_order_id} left {source.value} while it was "
-                f"being moved to {target.value}: another process moved it first"
-            )
+    ) -> set[int]:
+        """Move orders read as ``rows`` (id, state, attempts) to ``target``.
+
+        Each distinct source state is checked against the table once (with
+        the highest attempt count among its rows), then ONE guarded UPDATE
+        per chunk moves them all; ``guard`` narrows it further. Returns the
+        ids moved: a row missing from it was moved by another process
+        between the read and the write.
+        """
+        if not rows:
+            return set()
+        attempts: dict[State, int] = {}
+        for row in rows:
+            source = State(row.state)
+            attempts[source] = max(attempts.get(source, 0), row.attempts)
+        for source, most in attempts.items():
+            check_transition(source, target, attempts=most)
+
+        moved: set[int] = set()
+        ids = [row.id for row in rows]
+        for chunk in _chunks(ids):
+            where: ColumnElement[bool] = WT.c.id.in_(chunk)
+            if guard is not None:
+                where = and_(where, guard)
+            found = await self._move(session, target, set(attempts), where, now, **values)
+            moved.update(row.id for row in found)
+
+        return moved
 
     async def _move_each(
         self,
@@ -822,12 +885,14 @@ class WorkOrderStore:
 
         ``only_from`` narrows the table for calls that name one step (a
         requeued submission comes from SUBMITTED, never from CLAIMED, though
-        both may go to RESULT_READY).
+        both may go to RESULT_READY). All or nothing: one order that may not
+        move refuses the whole call.
         """
         now = self._clock()
         async with self._transaction() as session:
-            for ref in refs:
-                row = await self._current(session, ref)
+            rows = await self._rows_of(session, refs)
+            pending: dict[int, Any] = {}
+            for row in rows.values():
                 source = State(row.state)
                 if source is target:
                     continue  # already done: a retry of the same step
@@ -836,26 +901,41 @@ class WorkOrderStore:
                         f"work order {row.work_order_id} is {source.value}; this "
                         f"step moves only {only_from.value} orders to {target.value}"
                     )
-                await self._move_one(session, row, target, now, **values)
-
-    async def _find(self, session: AsyncSession, ref: OrderRef) -> Any | None:
-        return (
-            await session.execute(
-                select(
-                    WO.id, WO.state, WO.attempts, WO.claimed_by, WO.work_order_id
-                ).where(_is(ref))
+                pending[row.id] = row
+            moved = await self._move_rows(
+                session, list(pending.values()), target, now, **values
             )
-        ).one_or_none()
+            _refuse_unmoved(pending, moved, target)
 
-    async def _current(self, session: AsyncSession, ref: OrderRef) -> Any:
-        row = await self._find(session, ref)
-        if row is None:
-            raise StoreError(
-                f"no work order {ref.order_key.hex()} of contract {ref.contract} on "
-                f"chain {ref.chain_id} is stored: record its event first"
-            )
+    async def _rows_of(
+        self, session: AsyncSession, refs: Sequence[OrderRef]
+    ) -> dict[OrderRef, Any]:
+        """The current (id, state, attempts, ...) of each order, read in bulk.
 
-        return row
+        One SELECT per (chain, contract) and chunk of keys; on PostgreSQL
+        the rows stay locked (FOR UPDATE) until the transaction ends, so the
+        states read are the states the writes that follow start from.
+        Raises StoreError if an order was never recorded.
+        """
+        wanted: dict[tuple[str, str], set[bytes]] = {}
+        for ref in refs:
+            wanted.setdefault((ref.chain_id, ref.contract), set()).add(ref.order_key)
+        found: dict[OrderRef, Any] = {}
+        for (chain, contract), keys in wanted.items():
+            for chunk in _chunks(sorted(keys)):
+                result = await session.execute(
+                    _FIND_ORDERS, {"chain": chain, "contract": contract, "keys": chunk}
+                )
+                for row in result:
+                    found[OrderRef(chain, contract, row.order_key)] = row
+        for ref in refs:
+            if ref not in found:
+                raise StoreError(
+                    f"no work order {ref.order_key.hex()} of contract {ref.contract} "
+                    f"on chain {ref.chain_id} is stored: record its event first"
+                )
+
+        return found
 
     async def _load(
         self,
@@ -863,17 +943,17 @@ class WorkOrderStore:
         where: ColumnElement[bool],
         limit: int | None = None,
     ) -> list[StoredOrder]:
-        query: Select[m.WorkOrder, m.Result] = (
-            select(WO, m.Result)
-            .outerjoin(m.Result, m.Result.work_order_id == WO.id)
+        query = (
+            select(WT, *_RESULT_COLUMNS)
+            .outerjoin(RT, RT.c.work_order_id == WT.c.id)
             .where(where)
-            .order_by(WO.updated_at, WO.id)
+            .order_by(WT.c.updated_at, WT.c.id)
         )
         if limit is not None:
             query = query.limit(limit)
         rows = await session.execute(query)
 
-        return [_stored_order(order, result) for order, result in rows]
+        return [_stored_order(row) for row in rows]
 
     async def _insert_orders(
         self, session: AsyncSession, rows: list[dict[str, Any]]
@@ -881,18 +961,17 @@ class WorkOrderStore:
         if not rows:
             return set()
         statement = (
-            self._insert(WO)
+            self._insert(WT)
             .on_conflict_do_nothing(
                 index_elements=["chain_id", "contract", "order_key"]
             )
-            .returning(WO.order_key)
+            .returning(WT.c.order_key)
         )
-        new: set[bytes] = set()
-        for chunk in _chunks(rows):
-            result = await session.execute(statement.values(list(chunk)))
-            new.update(result.scalars())
+        # A list of parameter sets, not .values([...]): one statement shape
+        # that SQLAlchemy compiles once and batches ("insertmanyvalues").
+        result = await session.execute(statement, rows)
 
-        return new
+        return set(result.scalars())
 
     async def _revive(
         self,
@@ -949,9 +1028,9 @@ class WorkOrderStore:
                     "callback_gas",
                 ):
                     values[name] = event[name]
-            await self._move_one(
+            moved = await self._move_rows(
                 session,
-                orphan,
+                [orphan],
                 State.RECEIVED,
                 now,
                 attempts=0,
@@ -959,6 +1038,7 @@ class WorkOrderStore:
                 claimed_at=None,
                 **values,
             )
+            _refuse_unmoved({orphan.id: orphan}, moved, State.RECEIVED)
             revived.append(OrderRef(chain, contract, orphan.order_key))
 
         return revived
@@ -968,60 +1048,90 @@ class WorkOrderStore:
         session: AsyncSession,
         chain: str,
         contract: str,
-        settlement: Settlement,
+        settlements: Sequence[Settlement],
         now: datetime,
     ) -> int:
-        """Apply one confirmed on-chain outcome; 1 if it changed the order."""
-        ref = OrderRef(chain, contract, as_bytes(settlement.order_key))
-        row = await self._find(session, ref)
-        if row is None:
-            return 0  # an order of this registry that we never recorded
-        source = State(row.state)
+        """Apply confirmed on-chain outcomes; how many changed an order.
 
-        if settlement.kind == "skipped":
-            await session.execute(
-                update(WO)
-                .where(WO.id == row.id)
-                .values(
-                    error_message=(
-                        f"completion skipped on-chain in block "
-                        f"{settlement.block_number}, reason {settlement.reason}"
-                    ),
-                    updated_at=now,
+        The settlements are judged in their chain order against the states
+        read in one bulk SELECT (the table allows at most one settling move
+        per order: every settled state is final), then written with one
+        guarded UPDATE per (target, completion block, error code) group.
+        """
+        if not settlements:
+            return 0
+        keys = sorted({as_bytes(s.order_key) for s in settlements})
+        refs = [OrderRef(chain, contract, key) for key in keys]
+        rows = await self._known_rows(session, refs)
+        state = {key: State(row.state) for key, row in rows.items()}
+        groups: dict[tuple[State, tuple[tuple[str, Any], ...]], list[Any]] = {}
+        notes: dict[int, str] = {}
+        settled = 0
+
+        for settlement in settlements:
+            key = as_bytes(settlement.order_key)
+            row = rows.get(key)
+            if row is None:
+                continue  # an order of this registry that we never recorded
+            if settlement.kind == "skipped":
+                notes[row.id] = (
+                    f"completion skipped on-chain in block "
+                    f"{settlement.block_number}, reason {settlement.reason}"
                 )
-            )
-            log.warning(
-                "work order %s: completion skipped on-chain, reason %d",
-                row.work_order_id,
-                settlement.reason,
-                extra={"chain": chain, "block": settlement.block_number},
-            )
-            return 1
+                log.warning(
+                    "work order %s: completion skipped on-chain, reason %d",
+                    row.work_order_id,
+                    settlement.reason,
+                    extra={"chain": chain, "block": settlement.block_number},
+                )
+                settled += 1
+                continue
+            target, values = _settled_as(settlement)
+            source = state[key]
+            if source is target:
+                continue
+            if not is_allowed(source, target, attempts=row.attempts):
+                log.warning(
+                    "work order %s settled on-chain as %s while %s here; left as it is",
+                    row.work_order_id,
+                    target.value,
+                    source.value,
+                    extra={"chain": chain, "block": settlement.block_number},
+                )
+                continue
+            state[key] = target
+            groups.setdefault((target, tuple(sorted(values.items()))), []).append(row)
 
-        values: dict[str, Any] = {}
-        if settlement.kind == "cancelled":
-            target = State.CANCELLED
-        elif settlement.status == 0:
-            target = State.COMPLETED
-            values["completion_block"] = settlement.block_number
-        else:
-            target = State.FAILED
-            values["completion_block"] = settlement.block_number
-            values["error_code"] = settlement.status
-        if source is target:
-            return 0
-        if not is_allowed(source, target, attempts=row.attempts):
-            log.warning(
-                "work order %s settled on-chain as %s while %s here; left as it is",
-                row.work_order_id,
-                target.value,
-                source.value,
-                extra={"chain": chain, "block": settlement.block_number},
+        for (target, fields), members in groups.items():
+            moved = await self._move_rows(session, members, target, now, **dict(fields))
+            _refuse_unmoved({row.id: row for row in members}, moved, target)
+            settled += len(moved)
+        if notes:
+            await session.execute(
+                _NOTE_ERROR,
+                [
+                    {"order_id": order_id, "message": message, "now": now}
+                    for order_id, message in notes.items()
+                ],
             )
-            return 0
-        await self._move_one(session, row, target, now, **values)
 
-        return 1
+        return settled
+
+    async def _known_rows(
+        self, session: AsyncSession, refs: Sequence[OrderRef]
+    ) -> dict[bytes, Any]:
+        """Like ``_rows_of`` for refs of one contract, skipping unknown orders."""
+        if not refs:
+            return {}
+        chain, contract = refs[0].chain_id, refs[0].contract
+        found: dict[bytes, Any] = {}
+        for chunk in _chunks([ref.order_key for ref in refs]):
+            result = await session.execute(
+                _FIND_ORDERS, {"chain": chain, "contract": contract, "keys": chunk}
+            )
+            found.update((row.order_key, row) for row in result)
+
+        return found
 
     async def _insert_malformed(
         self,
@@ -1051,8 +1161,7 @@ class WorkOrderStore:
         statement = self._insert(m.MalformedLog).on_conflict_do_nothing(
             index_elements=["chain_id", "contract", "tx_hash", "log_index"]
         )
-        for chunk in _chunks(rows):
-            await session.execute(statement.values(list(chunk)))
+        await session.execute(statement, rows)
         for bad in logs:
             log.warning(
                 "malformed log recorded",
@@ -1105,13 +1214,12 @@ class WorkOrderStore:
                 }
                 for n, h in sorted(recent_hashes.items())
             ]
-            merge = self._insert(m.CheckpointBlock)
+            merge = self._insert(CBT)
             merge = merge.on_conflict_do_update(
                 index_elements=["checkpoint_id", "block_number"],
                 set_={"block_hash": merge.excluded.block_hash},
             )
-            for chunk in _chunks(rows):
-                await session.execute(merge.values(list(chunk)))
+            await session.execute(merge, rows)
         await session.execute(
             delete(m.CheckpointBlock).where(
                 m.CheckpointBlock.checkpoint_id == point_id,
@@ -1181,21 +1289,26 @@ class WorkOrderStore:
         ).scalar_one()
         await self._insert_hash(session, tx_id, raw, tx_hash, fees, now)
 
-        order_ids = []
-        for ref in orders:
-            row = await self._current(session, ref)
-            order_ids.append(row.id)
-            if submit and State(row.state) is not State.SUBMITTED:
-                await self._move_one(session, row, State.SUBMITTED, now)
-        if order_ids:
-            await session.execute(
-                self._insert(m.TransactionOrder).values(
-                    [
-                        {"transaction_id": tx_id, "work_order_id": oid}
-                        for oid in order_ids
-                    ]
-                )
+        if not orders:
+            return
+        rows = await self._rows_of(session, orders)
+        if submit:
+            pending = {
+                row.id: row
+                for row in rows.values()
+                if State(row.state) is not State.SUBMITTED
+            }
+            moved = await self._move_rows(
+                session, list(pending.values()), State.SUBMITTED, now
             )
+            _refuse_unmoved(pending, moved, State.SUBMITTED)
+        await session.execute(
+            self._insert(TOT),
+            [
+                {"transaction_id": tx_id, "work_order_id": row.id}
+                for row in {row.id: row for row in rows.values()}.values()
+            ],
+        )
 
     async def _insert_hash(
         self,
@@ -1292,10 +1405,76 @@ def translate_error(exc: BaseException) -> StoreError:
 
 def _is(ref: OrderRef) -> ColumnElement[bool]:
     return and_(
-        WO.chain_id == ref.chain_id,
-        WO.contract == ref.contract,
-        WO.order_key == ref.order_key,
+        WT.c.chain_id == ref.chain_id,
+        WT.c.contract == ref.contract,
+        WT.c.order_key == ref.order_key,
     )
+
+
+# Built once: their compiled forms are cached, and only the values change.
+_FIND_ORDERS = (
+    select(
+        WT.c.id,
+        WT.c.order_key,
+        WT.c.state,
+        WT.c.attempts,
+        WT.c.claimed_by,
+        WT.c.work_order_id,
+    )
+    .where(
+        WT.c.chain_id == bindparam("chain"),
+        WT.c.contract == bindparam("contract"),
+        WT.c.order_key.in_(bindparam("keys", expanding=True)),
+    )
+    # PostgreSQL: the rows read stay locked until the transaction ends.
+    # SQLite renders no FOR UPDATE; its BEGIN IMMEDIATE already serialises.
+    .with_for_update()
+)
+_NOTE_ERROR = (
+    update(WT)
+    .where(WT.c.id == bindparam("order_id"))
+    .values(error_message=bindparam("message"), updated_at=bindparam("now"))
+)
+_MOVED_COLUMNS = (
+    WT.c.id,
+    WT.c.chain_id,
+    WT.c.contract,
+    WT.c.order_key,
+    WT.c.work_order_id,
+    WT.c.block_number,
+    WT.c.tx_hash,
+)
+_RESULT_COLUMNS = (
+    RT.c.work_order_id.label("result_of"),
+    RT.c.status.label("result_status"),
+    RT.c.response.label("result_response"),
+    RT.c.signature.label("result_signature"),
+    RT.c.request_hash.label("result_request_hash"),
+    RT.c.created_at.label("result_created_at"),
+)
+
+
+def _refuse_unmoved(pending: Mapping[int, Any], moved: set[int], target: State) -> None:
+    """Raise for the first order that a guarded UPDATE did not move."""
+    for order_id, row in pending.items():
+        if order_id not in moved:
+            raise InvalidTransition(
+                f"work order {row.work_order_id} left {row.state} while it was "
+                f"being moved to {target.value}: another process moved it first"
+            )
+
+
+def _settled_as(settlement: Settlement) -> tuple[State, dict[str, Any]]:
+    """The state a completion or cancellation settles an order in, and its fields."""
+    if settlement.kind == "cancelled":
+        return State.CANCELLED, {}
+    if settlement.status == 0:
+        return State.COMPLETED, {"completion_block": settlement.block_number}
+
+    return State.FAILED, {
+        "completion_block": settlement.block_number,
+        "error_code": settlement.status,
+    }
 
 
 def _tx_is(chain: str, sender: str, nonce: int) -> list[ColumnElement[bool]]:
@@ -1347,52 +1526,72 @@ def _order_row(
     }
 
 
-def _stored_order(order: m.WorkOrder, result: m.Result | None) -> StoredOrder:
-    return StoredOrder(
-        ref=OrderRef(order.chain_id, order.contract, order.order_key),
-        work_order_id=order.work_order_id,
-        worker_id=order.worker_id,
-        requester_id=order.requester_id,
-        requester_address=order.requester_address,
-        request=order.request,
-        request_keccak=order.request_keccak,
-        block_number=order.block_number,
-        block_hash=order.block_hash,
-        tx_hash=order.tx_hash,
-        log_index=order.log_index,
-        state=State(order.state),
-        attempts=order.attempts,
-        error_code=order.error_code,
-        error_message=order.error_message,
-        claimed_by=order.claimed_by,
-        claimed_at=order.claimed_at,
-        received_at=order.received_at,
-        updated_at=order.updated_at,
-        deadline=order.deadline,
-        callback_gas=order.callback_gas,
-        completion_block=order.completion_block,
-        result=None
-        if result is None
+def _stored_order(row: Any) -> StoredOrder:
+    """A ``StoredOrder`` from a row of ``_load`` (order columns, result labels)."""
+    result = (
+        None
+        if row.result_of is None
         else StoredResult(
-            status=result.status,
-            response=result.response,
-            signature=result.signature,
-            request_hash=result.request_hash,
-            created_at=result.created_at,
-        ),
+            status=row.result_status,
+            response=row.result_response,
+            signature=row.result_signature,
+            request_hash=row.result_request_hash,
+            created_at=row.result_created_at,
+        )
+    )
+
+    return StoredOrder(
+        ref=OrderRef(row.chain_id, row.contract, row.order_key),
+        work_order_id=row.work_order_id,
+        worker_id=row.worker_id,
+        requester_id=row.requester_id,
+        requester_address=row.requester_address,
+        request=row.request,
+        request_keccak=row.request_keccak,
+        block_number=row.block_number,
+        block_hash=row.block_hash,
+        tx_hash=row.tx_hash,
+        log_index=row.log_index,
+        state=State(row.state),
+        attempts=row.attempts,
+        error_code=row.error_code,
+        error_message=row.error_message,
+        claimed_by=row.claimed_by,
+        claimed_at=row.claimed_at,
+        received_at=row.received_at,
+        updated_at=row.updated_at,
+        deadline=row.deadline,
+        callback_gas=row.callback_gas,
+        completion_block=row.completion_block,
+        result=result,
     )
 
 
+class _Hex:
+    """Bytes shown as ``0x`` hex only if a handler formats the record."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+
+    def __str__(self) -> str:
+        return "0x" + bytes(self._raw).hex()
+
+    __repr__ = __str__
+
+
 def _log_move(row: Mapping[Any, Any], target: State) -> None:
+    """The one INFO line per work-order state change (callers check the level)."""
     log.info(
         "work order %s -> %s",
         row["work_order_id"],
-        target.value,
+        target,
         extra={
             "chain": row["chain_id"],
             "work_order_id": row["work_order_id"],
             "block": row["block_number"],
-            "tx_hash": "0x" + bytes(row["tx_hash"]).hex(),
-            "state": target.value,
+            "tx_hash": _Hex(row["tx_hash"]),
+            "state": target,
         },
     )
