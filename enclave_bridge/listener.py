@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -95,6 +96,8 @@ WORKER_STATUSES = (1, 2, 3, 4)  # active, offline, decommissioned, compromised
 TEE_WORKER_TYPE = 1
 # Bound on what a notifyUri answer may make us read.
 NOTIFY_READ_BYTES = 64 * 1024
+# Finished answers wait this long to be written together (see _schedule_flush).
+FLUSH_DELAY_S = 0.02
 PROXY_FIELDS = ("tcbridgeRequest", "tcbridgeTarget", "tcbridgeOrderKey")
 EXTENSION_VERSION = 1
 
@@ -207,6 +210,9 @@ class EeaListener:
         # Running orders per requesterId (lower case; "" for bridge orders).
         self._per_requester: dict[str, int] = {}
         self._receipts = ReceiptDesk(book, self._known_worker)
+        # Answers not yet written to the book, by key; see _schedule_flush.
+        self._finished: dict[str, tuple[int, bytes, str | None]] = {}
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._methods: dict[str, Handler] = {
             "WorkerLookUp": self._worker_lookup,
             "WorkerLookUpNext": self._worker_lookup,
@@ -268,6 +274,9 @@ class EeaListener:
 
     async def close(self) -> None:
         """Stop running orders (they resume on the next start) and notifications."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+        self._flush()
         tasks = [*self._running.values(), *self._notifications]
         for task in tasks:
             task.cancel()
@@ -604,7 +613,7 @@ class EeaListener:
             check_binding(target, raw)
         key = f"bridge:{params['tcbridgeOrderKey']}"
         digest = hashlib.sha256(raw).digest()
-        existing = self.book.order(key)
+        existing = self._order(key)
         if existing is not None and existing.request_sha256 != digest:
             raise invalid_params(
                 f"order key {params['tcbridgeOrderKey']} was used for another request"
@@ -640,6 +649,36 @@ class EeaListener:
             # As EnclavePool reports a retry: this call ran nothing.
             answer["tcbridge"]["executed"] = False
         return answer
+
+    def _order(self, key: str) -> OrderRow | None:
+        """The book's row, with an answer still waiting for its write."""
+        row = self.book.order(key)
+        waiting = self._finished.get(key)
+        if row is None or waiting is None:
+            return row
+        status, response, extension = waiting
+        return dataclasses.replace(
+            row, state="done", status=status, response=response, extension=extension
+        )
+
+    def _schedule_flush(self) -> None:
+        """Write finished answers in batches: one commit per batch, not per order.
+
+        An answer lost with the process before its write is not lost work:
+        the order is still pending in the book, the next start hands it to the
+        pool again, and the pool answers the committed result of its order key.
+        """
+        if self._flush_timer is None:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(FLUSH_DELAY_S, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_timer = None
+        if not self._finished:
+            return
+        done = [(key, *answer) for key, answer in self._finished.items()]
+        self.book.finish_orders(done)
+        self._finished.clear()
 
     def _check_capacity(self, requester_id: str, work_order_id: str) -> None:
         """Refuse with BUSY rather than queue without bound.
@@ -702,7 +741,8 @@ class EeaListener:
         extension = None
         if job.target is not None:
             extension = json.dumps(proxy_extension(result))
-        self.book.finish_order(row.key, result.status, result.response_bytes, extension)
+        self._finished[row.key] = (result.status, result.response_bytes, extension)
+        self._schedule_flush()
         log.info(
             "direct work order %s finished with status %d",
             row.work_order_id,
@@ -732,7 +772,7 @@ class EeaListener:
             if task in done and row.request == call.raw and row.target is None:
                 # The pool answered this very body: its bytes carry this call's id.
                 return task.result().response_bytes
-        stored = self.book.order(row.key)
+        stored = self._order(row.key)
         if stored is not None and stored.state == "done":
             if stored.request == call.raw and stored.response and not stored.extension:
                 return stored.response
@@ -755,7 +795,7 @@ class EeaListener:
             key = f"bridge:{params['tcbridgeOrderKey']}"
         else:
             key = f"wo:{work_order_id.lower()}"
-        stored = self.book.order(key)
+        stored = self._order(key)
         if stored is None:
             raise invalid_params(
                 f"no work order {work_order_id} was submitted here", work_order_id

@@ -130,14 +130,23 @@ class OrderBook:
             return False
         return True
 
-    def finish_order(
-        self, key: str, status: int, response: bytes, extension: str | None
-    ) -> None:
-        self._db.execute(
-            "UPDATE orders SET state='done', status=?, response=?, extension=?,"
-            " finished=? WHERE key=?",
-            (status, response, extension, time.time(), key),
-        )
+    def finish_orders(self, done: list[tuple[str, int, bytes, str | None]]) -> None:
+        """Record several answers (key, status, response, extension) in one commit."""
+        now = time.time()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(
+                "UPDATE orders SET state='done', status=?, response=?, extension=?,"
+                " finished=? WHERE key=?",
+                [
+                    (status, response, ext, now, key)
+                    for key, status, response, ext in done
+                ],
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def order(self, key: str) -> OrderRow | None:
         row = self._db.execute(
