@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Sequence
 
-from eth_utils import keccak
+from eth_hash.auto import keccak
 
 from connector.ethereum import events as ev
 from connector.ethereum.submitter import PendingTx, ReadyResult
@@ -157,23 +157,21 @@ class StoreSubmitterAdapter:
         return OrderRef.of(self.chain_id, self.registry, key)
 
     async def ready_results(self, limit: int) -> list[ReadyResult]:
-        orders = await self.store.ready_results(limit, self.chain_id)
-        out = []
-        for order in orders:
-            if order.result is None or order.ref.contract != self.registry.lower():
-                continue
-            out.append(
-                ReadyResult(
-                    order.ref.order_key,
-                    order.result.status,
-                    order.result.response,
-                    order.result.signature,
-                    order.requester_address or "",
-                    order.updated_at.timestamp() - time.time() + self.clock(),
-                    order.callback_gas,
-                )
+        ready = await self.store.ready_completions(limit, self.chain_id, self.registry)
+        # ready_since is wall-clock time; the submitter ages items on its clock.
+        offset = self.clock() - time.time()
+        return [
+            ReadyResult(
+                item.ref.order_key,
+                item.status,
+                item.response,
+                item.signature,
+                item.requester_address or "",
+                item.ready_since.timestamp() + offset,
+                item.callback_gas,
             )
-        return out
+            for item in ready
+        ]
 
     async def record_send(
         self,

@@ -183,6 +183,19 @@ class StoredOrder:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadyCompletion:
+    """An order in RESULT_READY as a submitter sends it: the result, no request."""
+
+    ref: OrderRef
+    status: int
+    response: bytes
+    signature: bytes
+    requester_address: str | None
+    callback_gas: int
+    ready_since: datetime  # when the order entered RESULT_READY
+
+
+@dataclass(frozen=True, slots=True)
 class Released:
     """What ``release_claims`` did: requeued orders, and those out of retries."""
 

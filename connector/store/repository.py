@@ -50,6 +50,7 @@ from connector.store.records import (
     Fees,
     NewOrder,
     OrderRef,
+    ReadyCompletion,
     Recorded,
     Released,
     ResultToSave,
@@ -545,6 +546,34 @@ class WorkOrderStore:
             orders = await self._load(session, condition, limit=limit)
 
         return orders
+
+    async def ready_completions(
+        self, limit: int, chain_id: int | str, contract: str
+    ) -> list[ReadyCompletion]:
+        """One registry's RESULT_READY orders with their results, oldest first.
+
+        What a submitter polls for: the result and the fields a completion
+        needs, without the request payload that ``ready_results`` loads.
+        """
+        chain, where = chain_key(chain_id), contract_key(contract)
+        async with self._transaction() as session:
+            rows = await session.execute(
+                _READY, {"chain": chain, "contract": where, "limit": limit}
+            )
+            ready = [
+                ReadyCompletion(
+                    ref=OrderRef(chain, where, row.order_key),
+                    status=row.status,
+                    response=row.response,
+                    signature=row.signature,
+                    requester_address=row.requester_address,
+                    callback_gas=row.callback_gas,
+                    ready_since=row.updated_at,
+                )
+                for row in rows
+            ]
+
+        return ready
 
     @asynccontextmanager
     async def reserve_nonce(
@@ -1429,6 +1458,25 @@ _FIND_ORDERS = (
     # PostgreSQL: the rows read stay locked until the transaction ends.
     # SQLite renders no FOR UPDATE; its BEGIN IMMEDIATE already serialises.
     .with_for_update()
+)
+_READY = (
+    select(
+        WT.c.order_key,
+        WT.c.requester_address,
+        WT.c.callback_gas,
+        WT.c.updated_at,
+        RT.c.status,
+        RT.c.response,
+        RT.c.signature,
+    )
+    .join(RT, RT.c.work_order_id == WT.c.id)
+    .where(
+        WT.c.state == State.RESULT_READY.value,
+        WT.c.chain_id == bindparam("chain"),
+        WT.c.contract == bindparam("contract"),
+    )
+    .order_by(WT.c.updated_at, WT.c.id)
+    .limit(bindparam("limit"))
 )
 _NOTE_ERROR = (
     update(WT)
