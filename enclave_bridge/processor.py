@@ -7,6 +7,13 @@ check the requester signature), then lets the pool claim the request hash
 (a worker serves one request hash once), runs the workload, encrypts the
 outputs and signs the EEA response hash.
 
+Before any of that, when the caller passes ``expected_ids`` (the ids a
+registry put in its event topics), the request's own workOrderId, workerId
+and requesterId must equal them: a hostile requester can make the JSON
+disagree with the call, and the registry only accepts an answer signed by
+the worker it names. So every answer to such an order is signed by that
+worker's key, whatever the JSON says or whether it parses at all.
+
 It never raises for bad input. Every refusal is an error outcome with an
 EEA error code and a message that says what went wrong, and, when the
 caller names an on-chain target, it carries a result signature too, so the
