@@ -162,6 +162,10 @@ class FabricBridge:
             await self.submitter.step()
 
     async def _monitor(self) -> None:
+        # A cheap query proves the peer answers (the event stream may sit
+        # idle for long); a failure marks the bridge unhealthy via _loop.
+        for worker_id in list(self.pool.worker_records())[:1]:
+            await self.gateway.evaluate("workerRetrieve", worker_id)
         self.health.paused = self.paused()
         counts = await self.store.counts_by_state()
         stats = self.pool.stats()

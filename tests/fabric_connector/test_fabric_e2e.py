@@ -105,6 +105,9 @@ async def test_orders_of_every_workload_complete_and_verify(
             status = await fabric_runtime.fabric_status(config)
             assert status["chain"] == "fabric:mychannel"
             assert status["checkpoint"]["block"] >= out["block"]
+            await bridge._monitor()
+            assert bridge.health.problems() == []
+            assert bridge.health.metrics["work_orders"][(("state", "COMPLETED"),)] >= 4
         finally:
             stop.set()
             await asyncio.wait_for(task, 60)
