@@ -36,6 +36,7 @@ from connector.ethereum.rpc import JsonRpcClient
 from connector.ethereum.submitter import GWEI, Submitter
 from connector.ethereum.transactions import WORKER_SIGNER, TxSigner
 from connector.ethereum.watcher import LogWatcher
+from connector.faults import crash_point
 from connector.ops import HealthSnapshot
 from connector.states import State
 from connector.store import StoredOrder, WorkOrderStore
@@ -225,6 +226,7 @@ class EthereumBridge:
 
     async def _watch(self) -> None:
         recorded = await self.watcher.poll()
+        crash_point("watcher.after_poll")
         if recorded:
             self.dispatcher.wake.set()
         self.health.lag_blocks = self.watcher.lag

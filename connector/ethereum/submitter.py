@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from connector.ethereum.rpc import JsonRpcClient, RpcError
+from connector.faults import crash_point
 from connector.ethereum.transactions import (
     ORDER_PENDING,
     Completion,
@@ -453,7 +454,9 @@ class Submitter:
         )
         for r in batch:
             self._requester_of[r.order_key] = r.requester
+        crash_point("submitter.after_record")
         await self._broadcast(signed.raw, signed.nonce, rebroadcast=False)
+        crash_point("submitter.after_broadcast")
         self.stats.sent += 1
         log.debug(
             "sent %d completions in tx %s (nonce %d)",
