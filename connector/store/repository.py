@@ -451,7 +451,10 @@ class WorkOrderStore:
                 outcome = self._save_outcome(row, claimer)
                 if not isinstance(outcome, InvalidTransition):
                     results.setdefault(row.id, item)
-                    if outcome is State.RESULT_READY and State(row.state) is not outcome:
+                    if (
+                        outcome is State.RESULT_READY
+                        and State(row.state) is not outcome
+                    ):
                         to_move[row.id] = row
                 outcomes.append(outcome)
 
@@ -897,7 +900,9 @@ class WorkOrderStore:
             where: ColumnElement[bool] = WT.c.id.in_(chunk)
             if guard is not None:
                 where = and_(where, guard)
-            found = await self._move(session, target, set(attempts), where, now, **values)
+            found = await self._move(
+                session, target, set(attempts), where, now, **values
+            )
             moved.update(row.id for row in found)
 
         return moved
