@@ -449,14 +449,13 @@ class WorkOrderStore:
             for item in items:
                 row = rows[item.ref]
                 outcome = self._save_outcome(row, claimer)
-                if not isinstance(outcome, InvalidTransition):
-                    results.setdefault(row.id, item)
-                    if (
-                        outcome is State.RESULT_READY
-                        and State(row.state) is not outcome
-                    ):
-                        to_move[row.id] = row
                 outcomes.append(outcome)
+                # Past its result already, the order changes nothing more.
+                if row.state == State.ORPHANED.value:
+                    results.setdefault(row.id, item)
+                elif outcome is State.RESULT_READY and row.state != outcome.value:
+                    results.setdefault(row.id, item)
+                    to_move[row.id] = row
 
             moved = await self._move_rows(
                 session,

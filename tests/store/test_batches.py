@@ -216,3 +216,24 @@ async def test_each_state_change_logs_one_info_line_with_fields(
     assert {str(r.__dict__["tx_hash"]) for r in lines} == {
         order(n).tx_hash for n in (1, 2)
     }
+
+
+async def test_a_result_for_an_order_settled_elsewhere_changes_nothing(
+    store: WorkOrderStore,
+) -> None:
+    """An order completed on-chain before its result is saved keeps no result row."""
+    await record(store, 1)
+    await store.claim_next(1, "pool-a")
+    await store.record_events(
+        CHAIN,
+        REGISTRY,
+        [],
+        checkpoint_block=30,
+        settlements=[Settlement(key(1), "completed", 30)],
+    )
+
+    outcomes = await store.save_results([result(1)], claimer="pool-a")
+
+    assert outcomes == [State.COMPLETED]
+    done = await store.get_order(ref(1))
+    assert done is not None and done.result is None
