@@ -72,22 +72,23 @@ def run(ctx: click.Context, chain: str | None) -> None:
     config = _config(ctx)
     config.bridge.chain = chain or config.bridge.chain
     from connector.logs import setup_logging
-    from connector.ops import serve_ops
+    from connector.serving import ServedUrls, run_bridge
 
     setup_logging(config.bridge.log_level)
+
+    def announce(urls: ServedUrls) -> None:
+        click.echo(f"ops server at {urls.ops}", err=True)
+        if urls.listener is not None:
+            click.echo(f"EEA listener at {urls.listener}", err=True)
+        if urls.chainlink is not None:
+            click.echo(f"Chainlink adapter at {urls.chainlink}", err=True)
 
     async def go() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with (
-            runtime.open_chain_bridge(config) as bridge,
-            serve_ops(lambda: bridge.health, config.ops.listen) as url,
-        ):
-            (runtime.data_dir(config) / "ops.url").write_text(url)
-            click.echo(f"ops server at {url}", err=True)
-            await bridge.run(stop)
+        await run_bridge(config, stop, announce)
 
     _run(go())
 
