@@ -99,13 +99,22 @@ def run(ctx: click.Context, chain: str | None) -> None:
     "--with-consumer", is_flag=True, help="Also deploy the ExampleConsumer contract."
 )
 @click.option(
+    "--with-oracle",
+    is_flag=True,
+    help="Also deploy TrustedOracle (oracle-contract mode).",
+)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False),
     help="Deployment file (default: the configured one).",
 )
 @click.pass_context
 def deploy(
-    ctx: click.Context, key_file: str | None, with_consumer: bool, out: str | None
+    ctx: click.Context,
+    key_file: str | None,
+    with_consumer: bool,
+    with_oracle: bool,
+    out: str | None,
 ) -> None:
     """Deploy the registries and write the deployment file."""
     from eth_account import Account
@@ -120,7 +129,12 @@ def deploy(
         raise ConfigurationError(
             f"the node serves chain {w3.eth.chain_id}, the configuration says {config.ethereum.chain_id}"
         )
-    result = deploy_all(w3, Account.from_key(key), with_consumer=with_consumer)
+    result = deploy_all(
+        w3,
+        Account.from_key(key),
+        with_consumer=with_consumer,
+        with_oracle=with_oracle,
+    )
     path = Path(out) if out else config.path(config.ethereum.deployment)
     path.parent.mkdir(parents=True, exist_ok=True)
     result.write(path)

@@ -2,7 +2,8 @@
 
 ``deploy_all`` deploys WorkerRegistryList, WorkerRegistry and
 WorkOrderRegistry (wired to that WorkerRegistry), and optionally the
-ExampleConsumer, and returns a :class:`Deployment`; its JSON form is the
+ExampleConsumer and the TrustedOracle (oracle-contract mode; with the
+consumer also its OracleConsumer example), and returns a :class:`Deployment`; its JSON form is the
 deployment file the bridge and the demo read::
 
     {"chainId": 31337, "contracts": {"WorkerRegistry": "0x..", ...}, "block": 1}
@@ -33,6 +34,9 @@ from enclave_bridge.errors import ConfigurationError, TransactionFailed
 # Enough for a consumer callback that stores a few KiB; a requester asking
 # for more is refused at submit (CallbackGasTooHigh).
 DEFAULT_MAX_CALLBACK_GAS = 2_000_000
+# The oracle gives every consumer callback this much: enough to store a result
+# of a few hundred bytes, as OracleConsumer does.
+DEFAULT_ORACLE_CALLBACK_GAS = 300_000
 RECEIPT_TIMEOUT_S = 120.0
 
 Sender = LocalAccount | str
@@ -120,6 +124,8 @@ def deploy_all(
     max_callback_gas: int = DEFAULT_MAX_CALLBACK_GAS,
     with_consumer: bool = False,
     with_receipts: bool = False,
+    with_oracle: bool = False,
+    oracle_callback_gas: int = DEFAULT_ORACLE_CALLBACK_GAS,
 ) -> Deployment:
     """Deploys the three registries (and the example consumer and the receipt
     registry if asked)."""
@@ -139,6 +145,10 @@ def deploy_all(
         deploy("ExampleConsumer", work_orders)
     if with_receipts:
         deploy("WorkOrderReceiptRegistry", work_orders, worker_registry)
+    if with_oracle:
+        oracle = deploy("TrustedOracle", worker_registry, oracle_callback_gas)
+        if with_consumer:
+            deploy("OracleConsumer", oracle)
 
     return Deployment(
         chain_id=int(w3.eth.chain_id), contracts=contracts, block=min(blocks)
@@ -178,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--with-receipts", action="store_true", help="also WorkOrderReceiptRegistry"
     )
+    parser.add_argument(
+        "--with-oracle", action="store_true", help="also TrustedOracle (oracle mode)"
+    )
     args = parser.parse_args(argv)
 
     w3 = Web3(Web3.HTTPProvider(args.rpc))
@@ -187,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_callback_gas=args.max_callback_gas,
         with_consumer=args.with_consumer,
         with_receipts=args.with_receipts,
+        with_oracle=args.with_oracle,
     )
     deployment.write(args.out)
     json.dump(deployment.to_json(), sys.stdout)

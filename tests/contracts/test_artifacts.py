@@ -19,7 +19,9 @@ from connector.abi import (
 EXPECTED = {
     "CallbackProbe",
     "ExampleConsumer",
+    "OracleConsumer",
     "ResultSignatureHarness",
+    "TrustedOracle",
     "WorkOrderReceiptRegistry",
     "WorkOrderRegistry",
     "WorkerRegistry",
