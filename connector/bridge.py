@@ -207,8 +207,8 @@ class EthereumBridge:
     # -- running ------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.check_chain()
-        await self.check_workers()
+        if not await self._start_checks(stop):
+            return
         await self.dispatcher.recover()
         log.info(
             "bridge started on chain %d, registry %s, relayer %s, %d pool processes",
@@ -223,6 +223,29 @@ class EthereumBridge:
             tg.create_task(self._loop("submitter", self._submit, stop))
             tg.create_task(self._loop("monitor", self._monitor, stop, interval=2.0))
         log.info("bridge stopped")
+
+    async def _start_checks(self, stop: asyncio.Event) -> bool:
+        """The start-up checks, retried while the node cannot be reached.
+
+        A wrong configuration fails at once; an unreachable node is waited
+        for with the same bounded backoff as the loops, so a bridge started
+        before its node (or during an outage) comes up by itself.
+        """
+        failures = 0
+        while not stop.is_set():
+            try:
+                await self.check_chain()
+                await self.check_workers()
+                return True
+            except (NodeUnavailable, ChainError) as exc:
+                failures += 1
+                delay = min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2 ** (failures - 1))
+                self.health.node_reachable = False
+                self.health.node_error = str(exc)
+                log.warning("start-up check failed (attempt %d, retry in %.1f s): %s",
+                            failures, delay, exc)
+                await _sleep_unless(stop, delay)
+        return False
 
     async def _watch(self) -> None:
         recorded = await self.watcher.poll()

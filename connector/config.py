@@ -46,6 +46,8 @@ class BridgeSection:
 @dataclass
 class EthereumSection:
     rpc_url: str = "http://127.0.0.1:8545"
+    # A node silent this long counts as unavailable; the loop backs off and retries.
+    rpc_timeout_s: float = 20.0
     # The bridge refuses to run when the node reports another chain id.
     chain_id: int = 31337
     deployment: str = "var/deployment.json"

@@ -162,6 +162,6 @@ async def open_bridge(config: Config) -> AsyncIterator[EthereumBridge]:
             audit_log=folder / "pool-audit.log",
             policy=policy,
         ) as pool,
-        JsonRpcClient(config.ethereum.rpc_url) as rpc,
+        JsonRpcClient(config.ethereum.rpc_url, timeout_s=config.ethereum.rpc_timeout_s) as rpc,
     ):
         yield EthereumBridge(settings_for(config, deploy), rpc, store, pool, key)
