@@ -81,6 +81,8 @@ class BridgeSettings:
     min_balance_wei: int = 10**17
     paused_flag: Path | None = None
     requester_allowlist: tuple[str, ...] = ()
+    max_request_bytes: int = 65_536
+    max_result_bytes: int = 65_536
     gas_cap_per_requester_hour: int = 0
 
 
@@ -175,6 +177,21 @@ class EthereumBridge:
                     " `tcbridge deploy` or fix the deployment file"
                 )
 
+    async def check_limits(self) -> None:
+        """Refuse size limits that a transaction on this chain could not carry."""
+        block = await self.rpc.call("eth_getBlockByNumber", "latest", False)
+        gas_limit = int(block["gasLimit"], 16)
+        self.submitter.block_gas_limit = gas_limit
+        problems = check_size_limits(
+            gas_limit, self.settings.max_request_bytes, self.settings.max_result_bytes,
+            self.settings.max_bytes,
+        )
+        if problems:
+            raise ConfigurationError(
+                "the size limits do not fit this chain: " + "; ".join(problems)
+                + ". Lower [limits] max_request_bytes / max_result_bytes."
+            )
+
     async def check_workers(self) -> None:
         """Every identity of the pool must be registered, active, with its signing address."""
         problems = []
@@ -235,6 +252,7 @@ class EthereumBridge:
         while not stop.is_set():
             try:
                 await self.check_chain()
+                await self.check_limits()
                 await self.check_workers()
                 return True
             except (NodeUnavailable, ChainError) as exc:
@@ -322,6 +340,43 @@ class EthereumBridge:
                 self.health.node_reachable = True
                 self.health.node_error = ""
             await _sleep_unless(stop, interval)
+
+
+# Worst-case gas of one calldata byte: the EIP-7623 floor charges 40 gas per
+# non-zero byte (10 per token, 4 tokens); log data adds 8 gas per byte.
+CALLDATA_GAS_PER_BYTE = 40
+LOG_GAS_PER_BYTE = 8
+# ABI head, signature and storage work of a submit or a completion, rounded up.
+SUBMIT_OVERHEAD_GAS = 250_000
+COMPLETE_OVERHEAD_GAS = 150_000 + 2_000_000 + 2_000_000 // 63 + 60_000  # with a full callback
+ITEM_ENVELOPE_BYTES = 65 + 256
+
+
+def check_size_limits(
+    block_gas_limit: int, max_request: int, max_result: int, batch_max_bytes: int
+) -> list[str]:
+    """What in these limits could not fit a block or a transaction, if anything."""
+    problems = []
+    submit_gas = SUBMIT_OVERHEAD_GAS + (CALLDATA_GAS_PER_BYTE + LOG_GAS_PER_BYTE) * max_request
+    complete_gas = COMPLETE_OVERHEAD_GAS + (
+        CALLDATA_GAS_PER_BYTE + LOG_GAS_PER_BYTE + 16
+    ) * (max_result + ITEM_ENVELOPE_BYTES)
+    if submit_gas > block_gas_limit:
+        problems.append(
+            f"a {max_request}-byte request needs up to {submit_gas} gas to submit,"
+            f" over the block gas limit {block_gas_limit}"
+        )
+    if complete_gas > block_gas_limit:
+        problems.append(
+            f"a {max_result}-byte result needs up to {complete_gas} gas to complete,"
+            f" over the block gas limit {block_gas_limit}"
+        )
+    if max_result + ITEM_ENVELOPE_BYTES > batch_max_bytes:
+        problems.append(
+            f"a {max_result}-byte result does not fit one completion transaction"
+            f" (batch_max_bytes {batch_max_bytes}, kept under the 128 KiB mempool limit)"
+        )
+    return problems
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

@@ -16,6 +16,7 @@ from connector.store import open_store
 from enclave_bridge.errors import ConfigurationError
 from enclave_bridge.identity import SealedIdentity, load_sealed
 from enclave_bridge.pool import open_pool
+from enclave_bridge.eea import Limits
 from enclave_bridge.processor import ProcessorPolicy
 
 RELAYER_KEY_ENV = "TCBRIDGE_RELAYER_KEY"
@@ -120,6 +121,8 @@ def settings_for(config: Config, deploy: Deployment) -> BridgeSettings:
         min_balance_wei=config.ops.min_balance_wei,
         paused_flag=paused_flag(config),
         requester_allowlist=tuple(config.guards.requester_allowlist),
+        max_request_bytes=config.limits.max_request_bytes,
+        max_result_bytes=config.limits.max_result_bytes,
         gas_cap_per_requester_hour=config.guards.gas_cap_per_requester_per_hour,
     )
 
@@ -150,6 +153,7 @@ async def open_bridge(config: Config) -> AsyncIterator[EthereumBridge]:
     policy = ProcessorPolicy(
         allow_sha1_oaep=config.pool.allow_sha1_oaep,
         allow_iv_reuse=config.pool.allow_iv_reuse,
+        limits=Limits(max_request_bytes=config.limits.max_request_bytes),
     )
     async with (
         open_store(database_url(config)) as store,

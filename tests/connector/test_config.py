@@ -91,3 +91,15 @@ def test_secret_comes_from_environment_then_file(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigurationError, match="set K or name a file"):
         read_secret("k", "", "K", config, env={})
+
+
+def test_size_limits_that_cannot_fit_a_block_are_refused() -> None:
+    """Limits are checked against the chain's block gas limit and the mempool's size cap."""
+    from connector.bridge import check_size_limits
+
+    assert check_size_limits(30_000_000, 65_536, 65_536, 120_000) == []
+    too_big = check_size_limits(3_000_000, 65_536, 65_536, 120_000)
+    assert len(too_big) == 2 and "block gas limit 3000000" in too_big[0]
+    assert "does not fit one completion transaction" in check_size_limits(
+        300_000_000, 1024, 200_000, 120_000
+    )[0]

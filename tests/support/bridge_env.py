@@ -82,6 +82,7 @@ class BridgeEnv:
         async with runtime.open_bridge(self.config) as bridge:
             self.bridge = bridge
             await bridge.check_chain()
+            await bridge.check_limits()
             await bridge.check_workers()
             stop = asyncio.Event()
             task = asyncio.create_task(bridge.run(stop))
