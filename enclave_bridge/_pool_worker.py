@@ -45,6 +45,7 @@ from enclave_bridge.keys import WorkerKeys
 from enclave_bridge.processor import (
     EthereumTarget,
     FabricTarget,
+    OracleTarget,
     ProcessorPolicy,
     WorkOrderProcessor,
 )
@@ -62,7 +63,7 @@ PR_SET_PDEATHSIG = 1
 # A frame larger than this is a broken parent, not a work order.
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 
-Target = EthereumTarget | FabricTarget | None
+Target = EthereumTarget | FabricTarget | OracleTarget | None
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -159,6 +160,14 @@ def target_to_wire(target: Target) -> tuple[Any, ...] | None:
     """A target as a tuple of built-in types: a tenth of a dataclass's pickling cost."""
     if target is None:
         return None
+    if isinstance(target, OracleTarget):
+        return (
+            "oracle",
+            target.domain.chain_id,
+            target.domain.verifying_contract,
+            target.request_id,
+            target.request_hash,
+        )
     if isinstance(target, EthereumTarget):
         domain = target.domain
         return (
@@ -183,6 +192,8 @@ def target_from_wire(wire: tuple[Any, ...] | None) -> Target:
     kind, first, second, third, request_hash = wire
     if kind == "ethereum":
         return EthereumTarget(EthereumDomain(first, second), third, request_hash)
+    if kind == "oracle":
+        return OracleTarget(EthereumDomain(first, second), third, request_hash)
     return FabricTarget(FabricDomain(first, second), third, request_hash)
 
 

@@ -32,9 +32,10 @@ from typing import Any
 
 from eth_utils.crypto import keccak
 
+from enclave_bridge.errors import ConfigurationError
 from enclave_bridge.listener_schema import invalid_params
-from enclave_bridge.pool import PoolResult, Target
-from enclave_bridge.processor import EthereumTarget, FabricTarget
+from enclave_bridge.pool import PoolResult
+from enclave_bridge.processor import EthereumTarget, FabricTarget, OracleTarget
 from enclave_bridge.result_signature import EthereumDomain, FabricDomain
 
 
@@ -53,8 +54,17 @@ def proxy_extension(result: PoolResult) -> dict[str, Any]:
     }
 
 
-def target_to_json(target: EthereumTarget | FabricTarget) -> dict[str, Any]:
+def target_to_json(
+    target: EthereumTarget | FabricTarget | OracleTarget,
+) -> dict[str, Any]:
     """The ``tcbridgeTarget`` JSON of a pool target (used by RemotePool)."""
+    if isinstance(target, OracleTarget):
+        # The extension carries registry targets only; an oracle result is
+        # signed over the plain output, which a remote listener never sees.
+        raise ConfigurationError(
+            "oracle-contract mode needs the bridge's own enclave pool; a remote"
+            " pool cannot sign TrustedOracle results"
+        )
     if isinstance(target, EthereumTarget):
         return {
             "kind": "ethereum",
@@ -72,7 +82,7 @@ def target_to_json(target: EthereumTarget | FabricTarget) -> dict[str, Any]:
     }
 
 
-def target_from_json(text: str | None) -> Target:
+def target_from_json(text: str | None) -> EthereumTarget | FabricTarget | None:
     if not text:
         return None
     try:

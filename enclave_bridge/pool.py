@@ -74,6 +74,7 @@ from enclave_bridge.identity import SealedIdentity
 from enclave_bridge.processor import (
     EthereumTarget,
     FabricTarget,
+    OracleTarget,
     ProcessorPolicy,
     normalise_expected_ids,
 )
@@ -98,7 +99,7 @@ CRASH_RETRIES = 1
 # pool gives up (a broken installation, not bad luck).
 MAX_START_FAILURES = 3
 
-Target = EthereumTarget | FabricTarget | None
+Target = EthereumTarget | FabricTarget | OracleTarget | None
 
 
 @dataclass(frozen=True, slots=True)

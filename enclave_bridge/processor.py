@@ -160,6 +160,27 @@ class FabricTarget:
 
 
 @dataclass(frozen=True)
+class OracleTarget:
+    """A TrustedOracle request: the worker signs its plain result, not the response.
+
+    A consumer contract needs the value, so the on-chain result is the
+    plaintext of the first output (or, for an error result, the error
+    message in UTF-8). The worker signs ``keccak256`` of exactly those bytes
+    in the oracle's EIP-712 domain, with ``request_id`` as the order key and
+    ``request_hash`` the hash the oracle stored at request time. Nothing but
+    the worker's own answer is ever signed: the bridge cannot ask for a
+    signature over bytes the worker did not produce.
+    """
+
+    domain: EthereumDomain
+    request_id: bytes
+    request_hash: bytes
+
+
+AnyTarget = EthereumTarget | FabricTarget | OracleTarget
+
+
+@dataclass(frozen=True)
 class ProcessOutcome:
     """What one call of :meth:`WorkOrderProcessor.process` produced."""
 
@@ -264,7 +285,7 @@ class WorkOrderProcessor:
         request: RawRequest,
         *,
         state: Mapping[str, Any] | None = None,
-        target: EthereumTarget | FabricTarget | None = None,
+        target: AnyTarget | None = None,
         claim_request: Callable[[bytes], bool] | None = None,
         rng: Callable[[int], bytes] = os.urandom,
         expected_ids: Mapping[str, str] | None = None,
@@ -312,7 +333,7 @@ class WorkOrderProcessor:
             )
 
         try:
-            result, new_state = self._run(opened, state, rng)
+            result, new_state, plain = self._run(opened, state, rng)
         except _Refusal as refusal:
             return refuse(refusal)
         except Exception:
@@ -325,7 +346,7 @@ class WorkOrderProcessor:
             "result": result.to_json(),
         }
         return self._outcome(
-            0, response, request_hash, new_state, opened.worker_id, target, None
+            0, response, request_hash, new_state, opened.worker_id, target, None, plain
         )
 
     def refusal(
@@ -334,7 +355,7 @@ class WorkOrderProcessor:
         code: int,
         message: str,
         *,
-        target: EthereumTarget | FabricTarget | None = None,
+        target: AnyTarget | None = None,
         expected_ids: Mapping[str, str] | None = None,
     ) -> ProcessOutcome:
         """A signed error result the caller decided on; nothing is checked or run.
@@ -541,7 +562,8 @@ class WorkOrderProcessor:
         opened: _Opened,
         state: Mapping[str, Any] | None,
         rng: Callable[[int], bytes],
-    ) -> tuple[WorkOrderResult, Mapping[str, Any] | None]:
+    ) -> tuple[WorkOrderResult, Mapping[str, Any] | None, bytes]:
+        """The signed result, the new workload state, the first output in plain."""
         request = opened.request
         name = request.workload_name
         workload = self._registry.get(name) if name is not None else None
@@ -595,7 +617,7 @@ class WorkOrderProcessor:
             ),
             out_data=tuple(items),
         )
-        return signed, result.new_state
+        return signed, result.new_state, outputs[0].data
 
     def _check_result(self, result: object, name: str) -> Sequence[WorkloadOutput]:
         garbage = _Refusal(
@@ -674,7 +696,7 @@ class WorkOrderProcessor:
         parsed: WorkOrderRequest | None,
         request_hash: bytes | None,
         refusal: _Refusal,
-        target: EthereumTarget | FabricTarget | None,
+        target: AnyTarget | None,
         expected: Mapping[str, str] | None,
     ) -> ProcessOutcome:
         if parsed is not None:
@@ -708,6 +730,7 @@ class WorkOrderProcessor:
             signer,
             target,
             refusal.stage,
+            refusal.message.encode(),
         )
 
     def _signer_for(self, worker_id: Any, *, strict: bool) -> str | None:
@@ -727,12 +750,23 @@ class WorkOrderProcessor:
         request_hash: bytes | None,
         new_state: Mapping[str, Any] | None,
         signer: str | None,
-        target: EthereumTarget | FabricTarget | None,
+        target: AnyTarget | None,
         stage: str | None,
+        oracle_result: bytes = b"",
     ) -> ProcessOutcome:
         response_bytes = encode_response(response)
         signature = None
-        if target is not None and signer is not None:
+        if isinstance(target, OracleTarget) and signer is not None:
+            signature = sign_eip712(
+                self._signers[signer],
+                target.domain,
+                target.request_id,
+                target.request_hash,
+                keccak(oracle_result),
+                status,
+            )
+        elif target is not None and signer is not None:
+            assert not isinstance(target, OracleTarget)
             signature = result_signature(
                 self._signers[signer], target, response_bytes, status
             )
