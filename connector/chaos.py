@@ -252,6 +252,7 @@ async def outcome(stack: Stack, orders: list[loadgen.Order], start_block: int, k
     kills += stack.bridge.crashes
     stack.bridge.stop()
     secret_values = [stack.passphrase, DEV_PRIVATE_KEYS[1][2:], DEV_PRIVATE_KEYS[0][2:]]
+    secret_values += _worker_secrets(stack.folder / "var" / "workers", stack.passphrase)
     return ChaosResult(
         orders=len(orders),
         completed=sum(1 for n in followed.counts.values() if n >= 1),
@@ -396,6 +397,25 @@ def _reexecutions(audit: Path) -> int:
             if entry.get("event") == "start":
                 starts[entry["orderKey"]] = starts.get(entry["orderKey"], 0) + 1
     return sum(n - 1 for n in starts.values() if n > 1)
+
+
+def _worker_secrets(folder: Path, passphrase: str) -> list[str]:
+    """The workers' private keys in the forms a careless log line would show them."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    from enclave_bridge.identity import load_sealed, unseal
+
+    out = []
+    for path in sorted(folder.glob("*.sealed")):
+        keys = unseal(load_sealed(path), passphrase)
+        der = keys.encryption_key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        out += [keys.signing_key.hex(), base64.b64encode(der[-48:]).decode()[:40], der[-32:].hex()]
+    return out
 
 
 def _secrets_in(log: Path, secret_values: list[str]) -> list[str]:

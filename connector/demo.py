@@ -235,7 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ)
         env.update(
             {
-                "TCBRIDGE_POOL_PASSPHRASE": secrets.token_hex(16),
+                # A caller (the secrets test) may choose it; else a fresh one.
+                "TCBRIDGE_POOL_PASSPHRASE": os.environ.get(
+                    "TCBRIDGE_POOL_PASSPHRASE", secrets.token_hex(16)
+                ),
                 "TCBRIDGE_OPERATOR_KEY": DEV_PRIVATE_KEYS[0],
                 "TCBRIDGE_RELAYER_KEY": DEV_PRIVATE_KEYS[1],
             }
