@@ -32,6 +32,14 @@ from eth_abi import encode as abi_encode
 
 from connector.dispatcher import Dispatcher
 from connector.ethereum.adapters import StoreSubmitterAdapter, StoreWatcherSink
+from connector.ethereum.events import ORACLE_TOPICS, decode_oracle_log
+from connector.ethereum.oracle import (
+    ContractSubmitterAdapter,
+    OracleOrderBuilder,
+    OracleSubmitterAdapter,
+    OracleWatcherSink,
+    encode_fulfill_call,
+)
 from connector.ethereum.rpc import JsonRpcClient
 from connector.ethereum.submitter import GWEI, Submitter
 from connector.ethereum.transactions import WORKER_SIGNER, TxSigner
@@ -40,6 +48,7 @@ from connector.faults import crash_point
 from connector.ops import HealthSnapshot
 from connector.states import State
 from connector.store import StoredOrder, WorkOrderStore
+from connector.store.records import contract_key
 from enclave_bridge.errors import (
     ChainError,
     ConfigurationError,
@@ -47,7 +56,7 @@ from enclave_bridge.errors import (
     StoreError,
 )
 from enclave_bridge.pool import EnclavePool, Target
-from enclave_bridge.processor import EthereumTarget
+from enclave_bridge.processor import EthereumTarget, OracleTarget
 from enclave_bridge.result_signature import EthereumDomain
 
 log = logging.getLogger("tcbridge.bridge")
@@ -84,6 +93,8 @@ class BridgeSettings:
     max_request_bytes: int = 65_536
     max_result_bytes: int = 65_536
     gas_cap_per_requester_hour: int = 0
+    # A TrustedOracle to serve as well (oracle-contract mode); "" for none.
+    oracle: str = ""
 
 
 class EthereumBridge:
@@ -121,13 +132,16 @@ class EthereumBridge:
             start_block=settings.start_block,
             max_range=settings.max_block_range,
         )
+        # With an oracle on the same relayer, each submitter tracks only the
+        # transactions it sent to its own contract.
+        registry_adapter = (
+            ContractSubmitterAdapter if settings.oracle else StoreSubmitterAdapter
+        )
         self.submitter = Submitter(
             rpc,
             self.signer,
             settings.work_order_registry,
-            StoreSubmitterAdapter(
-                store, settings.chain_id, settings.work_order_registry
-            ),
+            registry_adapter(store, settings.chain_id, settings.work_order_registry),
             max_items=settings.max_items,
             max_bytes=settings.max_bytes,
             batch_wait_s=settings.batch_wait_s,
@@ -137,6 +151,9 @@ class EthereumBridge:
             gas_cap_per_requester_hour=settings.gas_cap_per_requester_hour,
             confirmed_height=lambda: self.watcher.confirmed,
         )
+        self.oracle: OracleSide | None = None
+        if settings.oracle:
+            self.oracle = OracleSide(self, relayer_key)
         concurrency = settings.concurrency or pool.size * pool.depth * 16
         self.dispatcher = Dispatcher(
             store,
@@ -154,6 +171,10 @@ class EthereumBridge:
         return flag is not None and flag.exists()
 
     def _target_for(self, order: StoredOrder) -> Target:
+        if self.oracle is not None and order.ref.contract == self.oracle.key:
+            return OracleTarget(
+                self.oracle.domain, order.ref.order_key, order.request_keccak
+            )
         return EthereumTarget(self.domain, order.ref.order_key, order.request_keccak)
 
     # -- start-up checks --------------------------------------------------
@@ -169,6 +190,7 @@ class EthereumBridge:
         for name, address in (
             ("WorkOrderRegistry", self.settings.work_order_registry),
             ("WorkerRegistry", self.settings.worker_registry),
+            *([("TrustedOracle", self.settings.oracle)] if self.settings.oracle else []),
         ):
             code = await self.rpc.call("eth_getCode", address, "latest")
             if code in ("0x", "", None):
@@ -239,6 +261,12 @@ class EthereumBridge:
             tg.create_task(self.dispatcher.run(stop))
             tg.create_task(self._loop("submitter", self._submit, stop))
             tg.create_task(self._loop("monitor", self._monitor, stop, interval=2.0))
+            if self.oracle is not None:
+                for name, step in (
+                    ("oracle watcher", self._watch_oracle),
+                    ("oracle submitter", self._submit_oracle),
+                ):
+                    tg.create_task(self._loop(name, step, stop))
         log.info("bridge stopped")
 
     async def _start_checks(self, stop: asyncio.Event) -> bool:
@@ -271,6 +299,18 @@ class EthereumBridge:
         if recorded:
             self.dispatcher.wake.set()
         self.health.lag_blocks = self.watcher.lag
+
+    async def _watch_oracle(self) -> None:
+        assert self.oracle is not None
+        if await self.oracle.watcher.poll():
+            self.dispatcher.wake.set()
+
+    async def _submit_oracle(self) -> None:
+        assert self.oracle is not None
+        if self.paused():
+            await self.oracle.submitter.track()
+            return
+        await self.oracle.submitter.step()
 
     async def _submit(self) -> None:
         if self.paused():
@@ -377,6 +417,53 @@ def check_size_limits(
             f" (batch_max_bytes {batch_max_bytes}, kept under the 128 KiB mempool limit)"
         )
     return problems
+
+
+class OracleSide:
+    """Oracle-contract mode: a TrustedOracle's watcher and submitter.
+
+    See :mod:`connector.ethereum.oracle` for the path of one request.
+
+    They share the bridge's node, store, pool, dispatcher and relayer; the
+    oracle has its own checkpoint, and its orders are keyed by its address.
+    """
+
+    def __init__(self, bridge: EthereumBridge, relayer_key: bytes) -> None:
+        settings = bridge.settings
+        self.key = contract_key(settings.oracle)
+        self.domain = EthereumDomain(settings.chain_id, settings.oracle)
+        records = bridge.pool.worker_records()
+        builder = OracleOrderBuilder(
+            relayer_key, settings.chain_id, settings.oracle, records
+        )
+        self.watcher = LogWatcher(
+            bridge.rpc,
+            settings.oracle,
+            OracleWatcherSink(
+                bridge.store, settings.chain_id, settings.oracle, builder, records
+            ),
+            confirmations=settings.confirmations,
+            start_block=settings.start_block,
+            max_range=settings.max_block_range,
+            topics=ORACLE_TOPICS,
+            decoder=decode_oracle_log,
+        )
+        self.submitter = Submitter(
+            bridge.rpc,
+            bridge.signer,
+            settings.oracle,
+            OracleSubmitterAdapter(
+                bridge.store, settings.chain_id, settings.oracle, builder
+            ),
+            max_items=1,
+            batch_wait_s=0.0,
+            fee_cap_wei=settings.fee_cap_wei,
+            bump_percent=settings.bump_percent,
+            stuck_after_s=settings.stuck_after_s,
+            gas_cap_per_requester_hour=settings.gas_cap_per_requester_hour,
+            confirmed_height=lambda: self.watcher.confirmed,
+            encode_call=encode_fulfill_call,
+        )
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

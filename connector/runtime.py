@@ -124,6 +124,8 @@ def settings_for(config: Config, deploy: Deployment) -> BridgeSettings:
         max_request_bytes=config.limits.max_request_bytes,
         max_result_bytes=config.limits.max_result_bytes,
         gas_cap_per_requester_hour=config.guards.gas_cap_per_requester_per_hour,
+        # Deployed with `tcbridge deploy --with-oracle`: oracle mode is on.
+        oracle=deploy.contracts.get("TrustedOracle", ""),
     )
 
 

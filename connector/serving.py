@@ -124,7 +124,7 @@ async def run_bridge(
     stop: asyncio.Event,
     on_ready: Callable[[ServedUrls], None] | None = None,
 ) -> None:
-    """``tcbridge run`` without the process around it: open, serve, run until ``stop``."""
+    """``tcbridge run`` without its process: open, serve, run until ``stop``."""
     from connector import runtime
 
     async with (

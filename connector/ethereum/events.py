@@ -1,4 +1,4 @@
-"""Decoding the registry's logs straight from JSON-RPC, without web3.py.
+"""Decoding the registry's and the oracle's logs straight from JSON-RPC, without web3.py.
 
 Slicing the ABI layout by hand costs a few microseconds per log (web3.py's
 event decoding costs about 270 µs). Every decoder is strict: a log whose
@@ -27,6 +27,19 @@ SKIPPED_TOPIC = "0x" + keccak(text=SKIPPED_SIG).hex()
 CANCELLED_TOPIC = "0x" + keccak(text=CANCELLED_SIG).hex()
 
 ALL_TOPICS = [SUBMITTED_TOPIC, COMPLETED_TOPIC, SKIPPED_TOPIC, CANCELLED_TOPIC]
+
+# TrustedOracle (oracle-contract mode); decoded by decode_oracle_log.
+ORACLE_REQUESTED_SIG = (
+    "OracleRequested(bytes32,bytes32,address,bytes32,uint64,uint32,bytes)"
+)
+ORACLE_FULFILLED_SIG = "OracleFulfilled(bytes32,uint256,bytes)"
+ORACLE_CANCELLED_SIG = "OracleCancelled(bytes32)"
+
+ORACLE_REQUESTED_TOPIC = "0x" + keccak(text=ORACLE_REQUESTED_SIG).hex()
+ORACLE_FULFILLED_TOPIC = "0x" + keccak(text=ORACLE_FULFILLED_SIG).hex()
+ORACLE_CANCELLED_TOPIC = "0x" + keccak(text=ORACLE_CANCELLED_SIG).hex()
+
+ORACLE_TOPICS = [ORACLE_REQUESTED_TOPIC, ORACLE_FULFILLED_TOPIC, ORACLE_CANCELLED_TOPIC]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +92,32 @@ class WorkOrderCancelled:
 
 
 @dataclass(frozen=True, slots=True)
+class OracleRequested:
+    ref: LogRef
+    request_id: bytes
+    worker_id: bytes
+    requester: str
+    workload: bytes
+    expiry: int
+    callback_gas: int
+    params: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OracleFulfilled:
+    ref: LogRef
+    request_id: bytes
+    status: int
+    result: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OracleCancelled:
+    ref: LogRef
+    request_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class MalformedLog:
     ref: LogRef
     topic0: str | None
@@ -96,6 +135,9 @@ RegistryEvent = (
     | WorkOrderCancelled
     | MalformedLog
 )
+
+
+OracleEvent = OracleRequested | OracleFulfilled | OracleCancelled | MalformedLog
 
 
 class _Bad(ValueError):
@@ -138,6 +180,46 @@ def decode_log(log: dict[str, Any]) -> RegistryEvent:
         raise _Bad(f"unknown event topic {topic0}")
     except _Bad as exc:
         return MalformedLog(ref, topic0, str(exc), data)
+
+
+def decode_oracle_log(log: dict[str, Any]) -> OracleEvent:
+    """Decode one raw log of a TrustedOracle; never raises on bad data."""
+    ref = log_ref(log)
+    topics = log.get("topics") or []
+    topic0 = topics[0] if topics else None
+    try:
+        data = _hex_bytes(log.get("data", "0x"))
+    except _Bad as exc:
+        return MalformedLog(ref, topic0, f"data is not hex: {exc}", b"")
+    try:
+        words = [_word(t) for t in topics[1:]]
+        if topic0 == ORACLE_REQUESTED_TOPIC:
+            return _oracle_requested(ref, words, data)
+        if topic0 == ORACLE_FULFILLED_TOPIC:
+            _expect_topics(words, 1)
+            status = _uint(data, 0, bits=256, total=None)
+            result = _dynamic_bytes(data, 32, head_words=2)
+            return OracleFulfilled(ref, words[0], status, result)
+        if topic0 == ORACLE_CANCELLED_TOPIC:
+            _expect_topics(words, 1)
+            if data:
+                raise _Bad(f"expected no data, got {len(data)} bytes")
+            return OracleCancelled(ref, words[0])
+        raise _Bad(f"unknown event topic {topic0}")
+    except _Bad as exc:
+        return MalformedLog(ref, topic0, str(exc), data)
+
+
+def _oracle_requested(ref: LogRef, words: list[bytes], data: bytes) -> OracleRequested:
+    _expect_topics(words, 3)
+    requester = _address(words[2], 0)
+    workload = _slice(data, 0, 32)
+    expiry = _uint(data, 32, bits=64, total=None)
+    callback_gas = _uint(data, 64, bits=32, total=None)
+    params = _dynamic_bytes(data, 96, head_words=4)
+    return OracleRequested(
+        ref, words[0], words[1], requester, workload, expiry, callback_gas, params
+    )
 
 
 def _submitted(ref: LogRef, words: list[bytes], data: bytes) -> WorkOrderSubmitted:

@@ -179,8 +179,12 @@ class Submitter:
         gas_cap_per_requester_hour: int = 0,
         confirmed_height: Callable[[], int] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        encode_call: Callable[[Sequence[Completion]], bytes] = encode_completion_call,
     ) -> None:
         self.rpc = rpc
+        # The registry's workOrderComplete(Batch) unless told otherwise (the
+        # oracle's fulfill); the target contract must answer workOrderGet.
+        self.encode_call = encode_call
         self.signer = signer
         self.registry = registry
         self.store = store
@@ -416,7 +420,7 @@ class Submitter:
         return batches
 
     async def _send_batch(self, batch: list[ReadyResult]) -> int:
-        data = encode_completion_call([r.completion() for r in batch])
+        data = self.encode_call([r.completion() for r in batch])
         gas = await self._estimate(data, sum(r.callback_allowance for r in batch))
         if gas is None:
             if len(batch) == 1:

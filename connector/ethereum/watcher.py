@@ -27,13 +27,16 @@ Each poll:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from connector.ethereum.events import ALL_TOPICS, RegistryEvent, decode_log
 from connector.ethereum.rpc import JsonRpcClient, RpcError
 from enclave_bridge.errors import ChainError, NodeUnavailable
+
+# Decodes one raw log; must not raise (malformed logs become MalformedLog).
+LogDecoder = Callable[[dict[str, Any]], Any]
 
 log = logging.getLogger("tcbridge.watcher")
 
@@ -78,7 +81,8 @@ class Checkpoint:
 class WatchBatch:
     """What one successful range yields: events in chain order and where we are now."""
 
-    events: Sequence[RegistryEvent]
+    # RegistryEvent with the default decoder; whatever ``decoder`` returns else.
+    events: Sequence[RegistryEvent] | Sequence[Any]
     checkpoint: Checkpoint
     first_block: int
     last_block: int
@@ -110,9 +114,18 @@ class LogWatcher:
         confirmations: int | str = 1,
         start_block: int = 0,
         max_range: int = 2000,
+        topics: Sequence[str] = ALL_TOPICS,
+        decoder: LogDecoder = decode_log,
     ) -> None:
+        """Watch ``registry`` (any contract) for ``topics``, decoded by ``decoder``.
+
+        The defaults serve the WorkOrderRegistry; oracle-contract mode passes
+        ``events.ORACLE_TOPICS`` and ``events.decode_oracle_log``.
+        """
         self.rpc = rpc
         self.registry = registry.lower()
+        self.topics = list(topics)
+        self.decoder = decoder
         self.sink = sink
         self.confirmations = confirmations
         self.start_block = start_block
@@ -220,7 +233,7 @@ class LogWatcher:
                     "eth_getLogs",
                     {
                         "address": self.registry,
-                        "topics": [ALL_TOPICS],
+                        "topics": [self.topics],
                         "fromBlock": hex(start),
                         "toBlock": hex(end),
                     },
@@ -288,7 +301,7 @@ class LogWatcher:
         cp = self.checkpoint
         assert cp is not None
         logs.sort(key=lambda e: (int(e["blockNumber"], 16), int(e["logIndex"], 16)))
-        events = [decode_log(entry) for entry in logs]
+        events = [self.decoder(entry) for entry in logs]
         nxt = Checkpoint(end, dict(cp.hashes))
         for number, block_hash in hashes.items():
             nxt.remember(number, block_hash)
