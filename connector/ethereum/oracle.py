@@ -16,9 +16,10 @@ The path of one request:
 2. **The bridge acts as the requester.** :class:`OracleOrderBuilder` turns
    the plain request into an EEA work order encrypted for the worker and
    signed with a requester key the operator holds (derived from the relayer
-   key). Its randomness is derived from that key and the request id, so the
-   same request always becomes the same bytes and the bridge can re-derive
-   the session key after a restart instead of storing it.
+   key). Its randomness (session key, IVs, nonces) is derived from that key
+   and the request id, so the bridge re-derives the session key after a
+   restart instead of storing it. (RSA-OAEP padding stays random, so two
+   builds differ in ``encryptedSessionKey``; the store keeps the first.)
 3. The dispatcher runs it with an ``OracleTarget``: the worker signs
    ``keccak256`` of its plain first output (or of its error message) for the
    request id, in the oracle's EIP-712 domain.
