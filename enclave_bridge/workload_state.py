@@ -73,6 +73,13 @@ from enclave_bridge.errors import BugError, StoreError
 # commit; 10 s only matters when the disk stalls.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
+# SQLite copies the WAL into the database file, with fsyncs, once the WAL
+# holds this many pages; the process whose commit crosses the mark does it
+# while its work order waits. A commit writes about six pages, so SQLite's
+# default (1,000) checkpoints every ~170 commits: 113 fsyncs per 6,000
+# commits measured here, against 17 at 10,000 pages (a WAL of up to ~40 MB).
+SQLITE_WAL_AUTOCHECKPOINT_PAGES = 10_000
+
 # Conflicts need another process to commit the same (worker, workload) state
 # between our load and commit; more than a handful in a row means a bug.
 MAX_CONFLICT_RERUNS = 16
@@ -457,6 +464,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     # WAL + NORMAL: a commit survives a process crash; the last commits may
     # roll back on power loss, which the work-order retry path tolerates.
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT_PAGES}")
     cursor.close()
 
 
