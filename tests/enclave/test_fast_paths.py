@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import coincurve
 import pytest
@@ -37,8 +38,8 @@ def order(details: WorkerDetails, key: bytes = REQUESTER_KEY) -> SentWorkOrder:
     return build_work_order(details, "echo-result", [b"hi"], requester_key=key)
 
 
-def with_params(sent: SentWorkOrder, **changes: str) -> dict[str, object]:
-    request = json.loads(json.dumps(sent.request))
+def with_params(sent: SentWorkOrder, **changes: str) -> dict[str, Any]:
+    request: dict[str, Any] = json.loads(json.dumps(sent.request))
     request["params"].update(changes)
     return request
 
