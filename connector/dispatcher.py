@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from connector.store import OrderRef, ResultToSave, StoredOrder, WorkOrderStore
+from enclave_bridge.eea import EeaError
 from enclave_bridge.errors import InvalidTransition
 from enclave_bridge.pool import EnclavePool, PoolJob, Target
 
@@ -31,6 +32,11 @@ log = logging.getLogger("tcbridge.dispatcher")
 IDLE_POLL_S = 0.05
 # Results saved in one transaction at most.
 SAVE_BATCH = 256
+# The answer to an order whose pool process died with it twice.
+_GIVE_UP = (
+    int(EeaError.UNKNOWN_ERROR),
+    "the pool process running this work order stopped twice; it is not run again",
+)
 
 
 @dataclass
@@ -126,7 +132,10 @@ class Dispatcher:
         self.stats.dispatched += 1
         job = PoolJob(
             order_key=_job_key(order.ref), request=order.request,
-            target=self.target_for(order), max_seconds=0.0 if give_up else self.max_seconds,
+            target=self.target_for(order), max_seconds=self.max_seconds,
+            # Claimed twice and never answered: sign an error result, run
+            # nothing (a result the pool already committed is kept).
+            refuse=_GIVE_UP if give_up else None,
         )
         result = await self.pool.submit(job)
         if result.result_signature is None:
