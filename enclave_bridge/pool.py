@@ -98,6 +98,9 @@ CRASH_RETRIES = 1
 # Replacement processes that die before they are ready, in a row, before the
 # pool gives up (a broken installation, not bad luck).
 MAX_START_FAILURES = 3
+# Signing an error result takes milliseconds; this only catches a process
+# that hangs doing it, and is long enough for a loaded machine.
+ERROR_RESULT_CAP_SECONDS = 5.0
 
 Target = EthereumTarget | FabricTarget | OracleTarget | None
 
@@ -574,8 +577,14 @@ class EnclavePool:
 
     def _cap(self, pending: _Pending) -> float:
         if pending.job.max_seconds is not None:
-            return pending.job.max_seconds
-        return self.default_max_seconds
+            cap = pending.job.max_seconds
+        else:
+            cap = self.default_max_seconds
+        if pending.failure is not None or pending.job.refuse is not None:
+            # Only an error result to sign: no workload runs, so the order's
+            # own cap (even 0 s) must not kill the process doing it.
+            cap = max(cap, ERROR_RESULT_CAP_SECONDS)
+        return cap
 
     def _pump(self) -> None:
         """Send queued orders to ready processes with room, least loaded first."""

@@ -191,3 +191,26 @@ async def test_registry_worker_signs_when_json_names_another_identity(
     assert garbage.response["error"]["data"]["workOrderId"] == expected["workOrderId"]
     assert signer_of(garbage, target) == address_of(two_worker_pool, other)
     assert started(tmp_path) == []
+
+
+async def test_refusal_ignores_a_zero_execution_cap(
+    pool: EnclavePool, make_order: OrderMaker
+) -> None:
+    """A refused job with a 0 s cap is answered; no process is killed for it."""
+    target = target_for("zero cap")
+    job, sent = make_order("echo-result", "never runs", target=target)
+    refused = PoolJob(
+        job.order_key,
+        job.request,
+        target,
+        max_seconds=0.0,
+        expected_ids=ids_of(sent),
+        refuse=(int(EeaError.UNKNOWN_ERROR), "claimed too often; not run again"),
+    )
+
+    result = await pool.submit(refused)
+
+    assert result.status == EeaError.UNKNOWN_ERROR and result.pool_failure is None
+    assert signer_of(result, target) == address_of(pool, ids_of(sent)["workerId"])
+    stats = pool.stats()
+    assert stats.timeouts == 0 and stats.replacements == 0
