@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from connector.store import OrderRef, ResultToSave, StoredOrder, WorkOrderStore
@@ -58,6 +58,7 @@ class Dispatcher:
         concurrency: int,
         max_seconds: float | None = None,
         paused: Callable[[], bool] = lambda: False,
+        expected_ids_for: Callable[[StoredOrder], Mapping[str, str] | None] | None = None,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -66,6 +67,10 @@ class Dispatcher:
         self.concurrency = max(1, concurrency)
         self.max_seconds = max_seconds
         self.paused = paused
+        # The ids the chain put in the event, which the request's JSON must
+        # repeat; the pool refuses a mismatch with an error signed by the
+        # worker the chain named (the only signature the registry accepts).
+        self.expected_ids_for = expected_ids_for or ids_from_event
         self.stats = DispatcherStats()
         self.wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -136,6 +141,7 @@ class Dispatcher:
             # Claimed twice and never answered: sign an error result, run
             # nothing (a result the pool already committed is kept).
             refuse=_GIVE_UP if give_up else None,
+            expected_ids=self.expected_ids_for(order),
         )
         result = await self.pool.submit(job)
         if result.result_signature is None:
@@ -180,6 +186,15 @@ class Dispatcher:
         saver.cancel()
         await asyncio.gather(saver, return_exceptions=True)
         await self.store.release_claims(self.claimer)
+
+
+def ids_from_event(order: StoredOrder) -> Mapping[str, str]:
+    """The ids an order's submit event carried (indexed topics on Ethereum)."""
+    return {
+        "workOrderId": order.work_order_id.lower(),
+        "workerId": order.worker_id.lower(),
+        "requesterId": order.requester_id.lower(),
+    }
 
 
 def _job_key(ref: OrderRef) -> str:
