@@ -155,7 +155,10 @@ async def open_bridge(config: Config) -> AsyncIterator[EthereumBridge]:
     policy = ProcessorPolicy(
         allow_sha1_oaep=config.pool.allow_sha1_oaep,
         allow_iv_reuse=config.pool.allow_iv_reuse,
-        limits=Limits(max_request_bytes=config.limits.max_request_bytes),
+        limits=Limits(
+            max_request_bytes=config.limits.max_request_bytes,
+            max_response_bytes=config.limits.max_result_bytes,
+        ),
     )
     async with (
         open_store(database_url(config)) as store,

@@ -90,6 +90,9 @@ class Limits:
     max_item_bytes: int = 1024 * 1024
     # Any id, nonce, key or hash string.
     max_field_chars: int = 4096
+    # The whole response a worker signs; a bigger result becomes an error
+    # result (the bridge sets it from what one completion transaction carries).
+    max_response_bytes: int = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -345,6 +345,19 @@ class WorkOrderProcessor:
             "id": parsed.jsonrpc_id,
             "result": result.to_json(),
         }
+        size = len(encode_response(response))
+        limit = self._policy.limits.max_response_bytes
+        if size > limit:
+            # Never truncate a result: the requester gets a signed error that
+            # says why, and the workload's state change is not committed.
+            return refuse(
+                _Refusal(
+                    STAGE_WORKLOAD,
+                    EeaError.INVALID_PARAMETER,
+                    f"the result is {size} bytes, over this worker's limit of {limit}"
+                    " bytes; send smaller inputs or split the work order",
+                )
+            )
         return self._outcome(
             0, response, request_hash, new_state, opened.worker_id, target, None, plain
         )
