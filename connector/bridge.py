@@ -20,10 +20,8 @@ and everything already signed stays in the store for the next run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +43,7 @@ from connector.ethereum.submitter import GWEI, Submitter
 from connector.ethereum.transactions import WORKER_SIGNER, TxSigner
 from connector.ethereum.watcher import LogWatcher
 from connector.faults import crash_point
+from connector.loops import StepLoops, sleep_unless
 from connector.ops import HealthSnapshot
 from connector.states import State
 from connector.store import StoredOrder, WorkOrderStore
@@ -53,7 +52,6 @@ from enclave_bridge.errors import (
     ChainError,
     ConfigurationError,
     NodeUnavailable,
-    StoreError,
 )
 from enclave_bridge.pool import EnclavePool, Target
 from enclave_bridge.processor import EthereumTarget, OracleTarget
@@ -61,9 +59,6 @@ from enclave_bridge.result_signature import EthereumDomain
 
 log = logging.getLogger("tcbridge.bridge")
 
-# Backoff after a failed step: doubles from the first value to the cap.
-BACKOFF_FIRST_S = 0.5
-BACKOFF_CAP_S = 15.0
 # Worker status ACTIVE in the EEA worker registry.
 WORKER_ACTIVE = 1
 
@@ -164,7 +159,7 @@ class EthereumBridge:
             max_seconds=settings.execution_timeout_s,
             paused=self.paused,
         )
-        self._failures: dict[str, int] = {}
+        self.loops = StepLoops(self.health, settings.poll_interval_s)
 
     def paused(self) -> bool:
         flag = self.settings.paused_flag
@@ -257,16 +252,16 @@ class EthereumBridge:
             self.pool.size,
         )
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._loop("watcher", self._watch, stop))
+            tg.create_task(self.loops.run("watcher", self._watch, stop))
             tg.create_task(self.dispatcher.run(stop))
-            tg.create_task(self._loop("submitter", self._submit, stop))
-            tg.create_task(self._loop("monitor", self._monitor, stop, interval=2.0))
+            tg.create_task(self.loops.run("submitter", self._submit, stop))
+            tg.create_task(self.loops.run("monitor", self._monitor, stop, interval=2.0))
             if self.oracle is not None:
                 for name, step in (
                     ("oracle watcher", self._watch_oracle),
                     ("oracle submitter", self._submit_oracle),
                 ):
-                    tg.create_task(self._loop(name, step, stop))
+                    tg.create_task(self.loops.run(name, step, stop))
         log.info("bridge stopped")
 
     async def _start_checks(self, stop: asyncio.Event) -> bool:
@@ -276,7 +271,6 @@ class EthereumBridge:
         for with the same bounded backoff as the loops, so a bridge started
         before its node (or during an outage) comes up by itself.
         """
-        failures = 0
         while not stop.is_set():
             try:
                 await self.check_chain()
@@ -284,13 +278,7 @@ class EthereumBridge:
                 await self.check_workers()
                 return True
             except (NodeUnavailable, ChainError) as exc:
-                failures += 1
-                delay = min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2 ** (failures - 1))
-                self.health.node_reachable = False
-                self.health.node_error = str(exc)
-                log.warning("start-up check failed (attempt %d, retry in %.1f s): %s",
-                            failures, delay, exc)
-                await _sleep_unless(stop, delay)
+                await sleep_unless(stop, self.loops.failed("start-up check", exc))
         return False
 
     async def _watch(self) -> None:
@@ -345,41 +333,6 @@ class EthereumBridge:
             "fee_bumps_total": self.submitter.stats.replaced,
             "paused": int(self.health.paused),
         }
-
-    async def _loop(
-        self,
-        name: str,
-        step: Callable[[], Awaitable[None]],
-        stop: asyncio.Event,
-        *,
-        interval: float | None = None,
-    ) -> None:
-        interval = self.settings.poll_interval_s if interval is None else interval
-        while not stop.is_set():
-            try:
-                await step()
-            except (NodeUnavailable, ChainError, StoreError) as exc:
-                failures = self._failures.get(name, 0) + 1
-                self._failures[name] = failures
-                delay = min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2 ** (failures - 1))
-                if isinstance(exc, NodeUnavailable):
-                    self.health.node_reachable = False
-                    self.health.node_error = str(exc)
-                log.warning(
-                    "%s step failed (attempt %d, retry in %.1f s): %s",
-                    name,
-                    failures,
-                    delay,
-                    exc,
-                )
-                await _sleep_unless(stop, delay)
-                continue
-            if self._failures.pop(name, 0):
-                log.info("%s recovered", name)
-            if not self._failures:
-                self.health.node_reachable = True
-                self.health.node_error = ""
-            await _sleep_unless(stop, interval)
 
 
 # Worst-case gas of one calldata byte: the EIP-7623 floor charges 40 gas per
@@ -465,7 +418,3 @@ class OracleSide:
             encode_call=encode_fulfill_call,
         )
 
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)

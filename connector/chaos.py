@@ -291,32 +291,6 @@ async def _chaos(args: argparse.Namespace, folder: Path) -> ChaosResult:
     return result
 
 
-async def _keep_running(bridge: BridgeProcess) -> None:
-    """After the kills: a bridge that crashed at its crash point is restarted clean."""
-    while True:
-        if not bridge.alive():
-            bridge.crashes += 1
-            bridge.start()
-        await asyncio.sleep(0.2)
-
-
-def _survivors(pids: list[int], wait_s: float = 5.0) -> list[int]:
-    deadline = time.monotonic() + wait_s
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if _running(p)]
-        time.sleep(0.05)
-    return alive
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 async def _chaos(args: argparse.Namespace, folder: Path) -> ChaosResult:
     rng = random.Random(args.seed)
     with open_anvil(block_time=0.2, gas_limit=300_000_000) as node:

@@ -23,24 +23,21 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from connector.bridge import BACKOFF_CAP_S, BACKOFF_FIRST_S, _sleep_unless
 from connector.dispatcher import Dispatcher
 from connector.fabric.adapters import FabricStoreSink, chain_id_of
 from connector.fabric.gateway import FabricGateway
 from connector.fabric.submitter import FabricSubmitter
 from connector.fabric.watcher import FabricBatch, FabricWatcher
+from connector.loops import StepLoops
 from connector.ops import HealthSnapshot
 from connector.states import State
 from connector.store import StoredOrder, WorkOrderStore
 from enclave_bridge.errors import (
     ChainError,
     ConfigurationError,
-    NodeUnavailable,
-    StoreError,
 )
 from enclave_bridge.pool import EnclavePool, Target
 from enclave_bridge.processor import FabricTarget
@@ -96,7 +93,7 @@ class FabricBridge:
             concurrency=concurrency, max_seconds=settings.execution_timeout_s,
             paused=self.paused,
         )
-        self._failures: dict[str, int] = {}
+        self.loops = StepLoops(self.health, settings.poll_interval_s)
 
     def paused(self) -> bool:
         flag = self.settings.paused_flag
@@ -151,10 +148,10 @@ class FabricBridge:
             self.gateway.identity.label, self.pool.size,
         )
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._loop("watcher", lambda: self.watcher.watch(stop), stop))
+            tg.create_task(self.loops.run("watcher", lambda: self.watcher.watch(stop), stop))
             tg.create_task(self.dispatcher.run(stop))
-            tg.create_task(self._loop("submitter", self._submit, stop))
-            tg.create_task(self._loop("monitor", self._monitor, stop, interval=2.0))
+            tg.create_task(self.loops.run("submitter", self._submit, stop))
+            tg.create_task(self.loops.run("monitor", self._monitor, stop, interval=2.0))
         log.info("bridge stopped")
 
     async def _submit(self) -> None:
@@ -184,32 +181,6 @@ class FabricBridge:
             "mvcc_conflicts_total": self.submitter.stats.conflicts,
             "paused": int(self.health.paused),
         }
-
-    async def _loop(
-        self, name: str, step: Callable[[], Awaitable[None]], stop: asyncio.Event,
-        *, interval: float | None = None,
-    ) -> None:
-        interval = self.settings.poll_interval_s if interval is None else interval
-        while not stop.is_set():
-            try:
-                await step()
-            except (NodeUnavailable, ChainError, StoreError) as exc:
-                failures = self._failures.get(name, 0) + 1
-                self._failures[name] = failures
-                delay = min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2 ** (failures - 1))
-                if isinstance(exc, NodeUnavailable):
-                    self.health.node_reachable = False
-                    self.health.node_error = str(exc)
-                log.warning("%s step failed (attempt %d, retry in %.1f s): %s",
-                            name, failures, delay, exc)
-                await _sleep_unless(stop, delay)
-                continue
-            if self._failures.pop(name, 0):
-                log.info("%s recovered", name)
-            if not self._failures:
-                self.health.node_reachable = True
-                self.health.node_error = ""
-            await _sleep_unless(stop, interval)
 
 
 __all__ = ["FabricBridge", "FabricSettings", "chain_id_of"]
