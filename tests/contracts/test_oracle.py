@@ -245,3 +245,25 @@ def test_reverting_callback_does_not_undo_the_fulfilment(oracle: Oracle) -> None
 
     assert len(logs(receipt, oracle.oracle, "CallbackFailed")) == 1
     assert oracle.state(request_id) == 2
+
+
+def test_deploy_all_with_oracle_wires_oracle_and_consumer() -> None:
+    """deploy_all(with_oracle=True) deploys TrustedOracle on the WorkerRegistry and its consumer."""
+    from web3 import EthereumTesterProvider, Web3
+
+    from connector.deploy import DEFAULT_ORACLE_CALLBACK_GAS, deploy_all
+    from tests.contracts.support import contract_at
+
+    w3 = Web3(EthereumTesterProvider())
+    deployment = deploy_all(
+        w3, w3.eth.accounts[0], with_consumer=True, with_oracle=True
+    )
+
+    oracle = contract_at(w3, "TrustedOracle", deployment.contracts)
+    consumer = contract_at(w3, "OracleConsumer", deployment.contracts)
+    assert (
+        oracle.functions.workerRegistry().call()
+        == deployment.contracts["WorkerRegistry"]
+    )
+    assert oracle.functions.callbackGas().call() == DEFAULT_ORACLE_CALLBACK_GAS
+    assert consumer.functions.oracle().call() == oracle.address
