@@ -260,3 +260,19 @@ async def test_receipt_counts_only_once_confirmed_and_a_reorged_tx_is_resent() -
         await h.submitter.track()
 
         assert h.store.mined[0] == (first.hash, True)
+
+
+async def test_batches_use_a_computed_limit_checked_by_one_call_not_an_estimate() -> None:
+    """A batch is checked with eth_call at a computed gas limit; only single completions are estimated."""
+    async with harness() as h:
+        for n in range(5):
+            h.store.ready[ready(n).order_key] = ready(n)
+
+        await h.submitter.step()
+
+        assert h.node.estimates == 0 and h.node.calls == 1
+        assert h.node.sent[0].gas >= 60_000 + 5 * (40_000 + 48 * ready(0).size)
+
+        h.store.ready[ready(9).order_key] = ready(9)
+        await h.submitter.step()
+        assert h.node.estimates == 1

@@ -47,6 +47,8 @@ class FakeTxNode:
     forget: bool = False
     sent: list[Tx] = field(default_factory=list)
     estimate: int = 100_000
+    estimates: int = 0
+    calls: int = 0
 
     def mine(self) -> list[Tx]:
         mined = []
@@ -107,6 +109,7 @@ class FakeTxNode:
         if method == "eth_maxPriorityFeePerGas":
             return hex(self.tip)
         if method == "eth_estimateGas":
+            self.estimates += 1
             if self.revert_estimate:
                 raise _Fail(3, f"execution reverted: {self.revert_estimate}")
             return hex(self.estimate)
@@ -140,7 +143,11 @@ class FakeTxNode:
                     "uint64",
                 ]
                 return "0x" + abi_encode(types, words).hex()
-            raise _Fail(3, f"execution reverted: {self.revert_on_chain or 'replayed'}")
+            reason = self.revert_on_chain or self.revert_estimate
+            if reason:
+                raise _Fail(3, f"execution reverted: {reason}")
+            self.calls += 1
+            return "0x"
         if method == "eth_sendRawTransaction":
             return self._send(bytes.fromhex(params[0][2:]))
         raise _Fail(-32601, f"no method {method}")
