@@ -86,6 +86,7 @@ class BridgeSettings:
     paused_flag: Path | None = None
     requester_allowlist: tuple[str, ...] = ()
     max_request_bytes: int = 65_536
+    max_in_flight_per_requester: int = 64
     max_result_bytes: int = 65_536
     gas_cap_per_requester_hour: int = 0
     # A TrustedOracle to serve as well (oracle-contract mode); "" for none.
@@ -158,6 +159,8 @@ class EthereumBridge:
             concurrency=concurrency,
             max_seconds=settings.execution_timeout_s,
             paused=self.paused,
+            chain_id=settings.chain_id,
+            per_requester=settings.max_in_flight_per_requester or None,
         )
         self.loops = StepLoops(self.health, settings.poll_interval_s)
 

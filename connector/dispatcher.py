@@ -59,6 +59,8 @@ class Dispatcher:
         max_seconds: float | None = None,
         paused: Callable[[], bool] = lambda: False,
         expected_ids_for: Callable[[StoredOrder], Mapping[str, str] | None] | None = None,
+        chain_id: int | str | None = None,
+        per_requester: int | None = None,
     ) -> None:
         self.store = store
         self.pool = pool
@@ -71,6 +73,10 @@ class Dispatcher:
         # repeat; the pool refuses a mismatch with an error signed by the
         # worker the chain named (the only signature the registry accepts).
         self.expected_ids_for = expected_ids_for or ids_from_event
+        # Claims stay on this bridge's chain, requesters take turns, and none
+        # holds more than ``per_requester`` orders in the pool at once.
+        self.chain_id = chain_id
+        self.per_requester = per_requester
         self.stats = DispatcherStats()
         self.wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -103,7 +109,10 @@ class Dispatcher:
             free = self.concurrency - busy
             orders: list[StoredOrder] = []
             if (free >= chunk or busy == 0) and not self.paused():
-                orders = await self.store.claim_next(free, self.claimer)
+                orders = await self.store.claim_next(
+                    free, self.claimer, chain_id=self.chain_id,
+                    per_requester=self.per_requester,
+                )
             for order in orders:
                 self._start(order)
             if orders and len(orders) == free:

@@ -123,6 +123,7 @@ def settings_for(config: Config, deploy: Deployment) -> BridgeSettings:
         requester_allowlist=tuple(config.guards.requester_allowlist),
         max_request_bytes=config.limits.max_request_bytes,
         max_result_bytes=config.limits.max_result_bytes,
+        max_in_flight_per_requester=config.limits.max_in_flight_per_requester,
         gas_cap_per_requester_hour=config.guards.gas_cap_per_requester_per_hour,
         # Deployed with `tcbridge deploy --with-oracle`: oracle mode is on.
         oracle=deploy.contracts.get("TrustedOracle", ""),

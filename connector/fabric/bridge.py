@@ -91,7 +91,7 @@ class FabricBridge:
         self.dispatcher = Dispatcher(
             store, pool, self._target_for, claimer=settings.claimer,
             concurrency=concurrency, max_seconds=settings.execution_timeout_s,
-            paused=self.paused,
+            paused=self.paused, chain_id=chain_id_of(settings.channel),
         )
         self.loops = StepLoops(self.health, settings.poll_interval_s)
 

@@ -314,10 +314,24 @@ class WorkOrderStore:
 
     # -- claims and results (the pool) ----------------------------------------
 
-    async def claim_next(self, limit: int, claimer: str) -> list[StoredOrder]:
-        """Claim up to ``limit`` RECEIVED orders for ``claimer``, oldest first.
+    async def claim_next(
+        self,
+        limit: int,
+        claimer: str,
+        *,
+        chain_id: int | str | None = None,
+        per_requester: int | None = None,
+    ) -> list[StoredOrder]:
+        """Claim up to ``limit`` RECEIVED orders for ``claimer``, fairly.
 
-        On PostgreSQL the candidates are picked with ``FOR UPDATE SKIP
+        Requesters take turns: each requester's oldest order first, then each
+        one's second, and so on, so one requester flooding thousands of
+        orders does not starve the others. With ``per_requester``, a
+        requester never has more than that many orders CLAIMED (in the pool)
+        at once. ``chain_id`` keeps a bridge to its own chain's orders when
+        several share one database.
+
+        On PostgreSQL the candidates are locked with ``FOR UPDATE SKIP
         LOCKED``, so concurrent claimers take disjoint sets without waiting;
         on SQLite the single UPDATE runs under the database's one write
         lock. Either way the WHERE on state makes a double claim impossible.
@@ -328,15 +342,34 @@ class WorkOrderStore:
         if limit <= 0:
             return []
         now = self._clock()
+        who = func.coalesce(WO.requester_address, WO.requester_id)
+        scope = [] if chain_id is None else [WO.chain_id == chain_key(chain_id)]
+        turn = func.row_number().over(partition_by=who, order_by=(WO.updated_at, WO.id))
+        ranked = (
+            select(WO.id, WO.updated_at, who.label("who"), turn.label("turn"))
+            .where(WO.state == State.RECEIVED.value, *scope)
+            .subquery("ranked")
+        )
+        picks = select(ranked.c.id)
+        if per_requester is not None:
+            busy = (
+                select(who.label("who"), func.count().label("n"))
+                .where(WO.state == State.CLAIMED.value, *scope)
+                .group_by(who)
+                .subquery("busy")
+            )
+            picks = picks.select_from(
+                ranked.outerjoin(busy, busy.c.who == ranked.c.who)
+            ).where(ranked.c.turn + func.coalesce(busy.c.n, 0) <= per_requester)
+        picks = picks.order_by(ranked.c.turn, ranked.c.updated_at, ranked.c.id).limit(limit)
         # A CTE, not a plain IN (subquery): PostgreSQL may rescan a subquery
         # inside a join, and a rescan of a LIMIT ... SKIP LOCKED picks new
         # rows each time (measured: a claim of 2 took 5). A locking CTE is
-        # evaluated exactly once.
+        # evaluated exactly once. The window function stays in the unlocked
+        # subquery (PostgreSQL allows no FOR UPDATE beside one).
         candidates = (
             select(WO.id)
-            .where(WO.state == State.RECEIVED.value)
-            .order_by(WO.updated_at, WO.id)
-            .limit(limit)
+            .where(WO.id.in_(picks), WO.state == State.RECEIVED.value)
             .with_for_update(skip_locked=True)
             .cte("candidates")
         )
