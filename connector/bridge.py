@@ -285,8 +285,11 @@ class EthereumBridge:
         return False
 
     async def _watch(self) -> None:
+        reorgs = self.watcher.reorgs
         recorded = await self.watcher.poll()
         crash_point("watcher.after_poll")
+        if self.watcher.reorgs != reorgs:
+            await self.submitter.resync()
         if recorded:
             self.dispatcher.wake.set()
         self.health.lag_blocks = self.watcher.lag

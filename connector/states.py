@@ -82,8 +82,11 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.ORPHANED: frozenset({State.RECEIVED}) | _SETTLED,
     State.SKIPPED: frozenset(),
     State.MALFORMED: frozenset(),
-    State.COMPLETED: frozenset(),
-    State.FAILED: frozenset(),
+    # Only a reorg deeper than the confirmation depth reopens a settled order:
+    # its completion left the chain (RESULT_READY, the result is kept and
+    # sent again), or its submit did (ORPHANED).
+    State.COMPLETED: frozenset({State.RESULT_READY, State.ORPHANED}),
+    State.FAILED: frozenset({State.RESULT_READY, State.ORPHANED}),
     State.CANCELLED: frozenset(),
 }
 

@@ -251,6 +251,9 @@ class StoreSubmitterAdapter:
         )
         self._sent_at.pop(nonce, None)
 
+    async def reopen_from(self, sender: str, nonce: int) -> int:
+        return await self.store.reopen_transactions(self.chain_id, sender, nonce)
+
     async def release(self, order_keys: Sequence[bytes], reason: str) -> None:
         await self.store.requeue_submission([self._ref(k) for k in order_keys])
 

@@ -148,6 +148,9 @@ class SubmitterStore(Protocol):
         self, sender: str, nonce: int, tx_hash: str, ok: bool, gas_used: int
     ) -> None: ...
 
+    async def reopen_from(self, sender: str, nonce: int) -> int:
+        """Track again transactions at ``nonce`` and above that were counted mined."""
+
     async def release(self, order_keys: Sequence[bytes], reason: str) -> None:
         """SUBMITTED -> RESULT_READY: the completion must be sent again."""
 
@@ -217,6 +220,21 @@ class Submitter:
         """Track what is in flight, then send what is ready; return orders sent."""
         await self.track()
         return await self.send_ready()
+
+    async def resync(self) -> None:
+        """After a deep reorg: re-track our transactions the chain no longer holds.
+
+        The chain's count of our mined transactions is the first nonce a
+        reorg may have emptied; every stored transaction from there up is
+        tracked again and, if the node does not know it, re-broadcast.
+        """
+        mined = _int_reply(
+            await self.rpc.call("eth_getTransactionCount", self.signer.address, "latest")
+        )
+        reopened = await self.store.reopen_from(self.signer.address, mined)
+        if reopened:
+            log.warning("reorg: %d completion transactions from nonce %d are tracked again",
+                        reopened, mined, extra={"nonce": mined})
 
     async def track(self) -> None:
         """Settle mined transactions; re-broadcast dropped ones; bump stuck ones."""

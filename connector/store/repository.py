@@ -263,8 +263,11 @@ class WorkOrderStore:
     ) -> list[OrderRef]:
         """Roll back everything seen at or above ``block_number`` (a reorg).
 
-        Open orders submitted in those blocks become ORPHANED (their results
-        are kept, should they re-appear); malformed-log records there are
+        Orders submitted in those blocks become ORPHANED (their results are
+        kept, should they re-appear); orders submitted earlier whose
+        completion was confirmed in those blocks go back to RESULT_READY, to
+        be completed again (a reorg deeper than the confirmation depth);
+        malformed-log records there are
         dropped; every checkpoint of the contract at or above the block goes
         back to ``block_number - 1`` and forgets the hashes from there up.
         Returns the orphaned orders.
@@ -283,6 +286,22 @@ class WorkOrderStore:
                     WO.block_number >= block_number,
                 ),
                 now,
+                completion_block=None,
+            )
+            # Submitted before the fork but completed after it: the completion
+            # is gone from the chain, the result is not; it is sent again.
+            await self._move(
+                session,
+                State.RESULT_READY,
+                {State.COMPLETED, State.FAILED},
+                and_(
+                    WO.chain_id == chain,
+                    WO.contract == where,
+                    WO.block_number < block_number,
+                    WO.completion_block >= block_number,
+                ),
+                now,
+                completion_block=None,
             )
             await session.execute(
                 delete(m.MalformedLog).where(
@@ -705,6 +724,30 @@ class WorkOrderStore:
             await session.execute(
                 update(m.Transaction).where(*_tx_is(chain, who, nonce)).values(**values)
             )
+
+    async def reopen_transactions(
+        self, chain_id: int | str, sender: str, from_nonce: int
+    ) -> int:
+        """Track again the sender's transactions at ``from_nonce`` and above.
+
+        After a reorg deeper than the confirmation depth, transactions once
+        counted as mined may have left the chain; the chain's nonce says
+        which. Marked pending again, they are re-broadcast from their stored
+        bytes, so their nonces leave no gap. Returns how many were reopened.
+        """
+        chain, who = chain_key(chain_id), contract_key(sender)
+        async with self._transaction() as session:
+            result = await session.execute(
+                update(m.Transaction)
+                .where(
+                    m.Transaction.chain_id == chain,
+                    m.Transaction.sender == who,
+                    m.Transaction.nonce >= from_nonce,
+                    m.Transaction.state == "mined",
+                )
+                .values(state="pending", mined_hash=None, updated_at=self._clock())
+            )
+        return int(result.rowcount or 0)
 
     async def get_transaction(
         self, chain_id: int | str, sender: str, nonce: int

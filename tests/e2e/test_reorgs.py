@@ -174,3 +174,35 @@ async def _pending_above(env: BridgeEnv, n: int) -> bool:
 
 async def _eq(value: Awaitable[object], expected: object) -> bool:
     return await value == expected
+
+
+async def test_reorg_deeper_than_confirmations_that_removes_a_completion_resends_it(
+    tmp_path: Path,
+) -> None:
+    """A confirmed completion reorged out reopens its order (RESULT_READY) and it completes once more."""
+    with manual_anvil() as node:
+        async with open_bridge_env(tmp_path, node.url, with_consumer=False,
+                                   confirmations=str(CONFIRMATIONS), poll_interval=0.05) as env:
+            async with env.running():
+                await _manual(env)
+                sub = await submit(env, env.requester(0), "completed, then reorged out")
+                await mine(env, 1 + CONFIRMATIONS)
+                await until(lambda: _pending_above(env, 0))
+                await complete_through(env, sub.order_key)  # completion confirmed
+                assert await completions_of(env, sub.order_key) == 1
+                head = int(await env.rpc.call("eth_blockNumber"), 16)
+                receipt = await env.rpc.call("eth_getLogs", {
+                    "address": env.deployment.contracts["WorkOrderRegistry"],
+                    "topics": [ev.COMPLETED_TOPIC, "0x" + sub.order_key.hex()],
+                    "fromBlock": "0x0", "toBlock": "latest"})
+                completion_block = int(receipt[0]["blockNumber"], 16)
+                await env.rpc.call("anvil_reorg", head - completion_block + 1, [])
+                assert await completions_of(env, sub.order_key) == 0
+
+                async def reopened() -> bool:
+                    await mine(env)
+                    return await state_of(env, sub.order_key) != "COMPLETED"
+
+                await until(reopened)
+                await complete_through(env, sub.order_key)
+                assert await completions_of(env, sub.order_key) == 1

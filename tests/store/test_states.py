@@ -41,6 +41,11 @@ EXPECTED: set[tuple[str | None, str]] = {
     ("CLAIMED", "FAILED"),
     ("RESULT_READY", "FAILED"),
     ("ORPHANED", "FAILED"),
+    # A reorg deeper than the confirmation depth reopens a settled order.
+    ("COMPLETED", "RESULT_READY"),
+    ("FAILED", "RESULT_READY"),
+    ("COMPLETED", "ORPHANED"),
+    ("FAILED", "ORPHANED"),
 }
 ALL_NAMES = [
     "RECEIVED",

@@ -617,14 +617,23 @@ async def test_reappearance_with_another_request_drops_the_old_result(
     assert changed.request == b"{}" and changed.result is None
 
 
-async def test_orphaning_spares_completed_and_older_orders(
+async def test_deep_reorg_reopens_completed_orders_by_what_it_removed(
     store: WorkOrderStore,
 ) -> None:
-    """COMPLETED orders and orders below the fork block are not orphaned."""
-    await bring_to(store, 1, State.COMPLETED)
+    """Completion removed: RESULT_READY with its result; submit removed: ORPHANED; older: untouched."""
+    for n in (1, 2, 3):
+        await bring_to(store, n, State.COMPLETED)  # submitted in block 10, completed in 20
 
-    assert await store.orphan_from_block(CHAIN, REGISTRY, 5) == []
+    assert await store.orphan_from_block(CHAIN, REGISTRY, 21) == []
     assert await state_of(store, 1) is State.COMPLETED
+    await store.orphan_from_block(CHAIN, REGISTRY, 15)
+    again = await store.get_order(ref(1))
+    assert again is not None and again.state is State.RESULT_READY
+    assert again.result is not None and again.completion_block is None
+
+    orphaned = await store.orphan_from_block(CHAIN, REGISTRY, 5)
+    assert ref(2) in orphaned
+    assert await state_of(store, 2) is State.ORPHANED
 
 
 async def test_result_finished_while_orphaned_is_kept(store: WorkOrderStore) -> None:

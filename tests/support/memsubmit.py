@@ -67,6 +67,12 @@ class MemorySubmitterStore:
     ) -> None:
         self.mined[nonce] = (tx_hash, ok)
 
+    async def reopen_from(self, sender: str, nonce: int) -> int:
+        reopened = [n for n in self.mined if n >= nonce]
+        for n in reopened:
+            del self.mined[n]
+        return len(reopened)
+
     async def release(self, order_keys: Sequence[bytes], reason: str) -> None:
         for key in order_keys:
             self.ready[key] = self.submitted.pop(key)
