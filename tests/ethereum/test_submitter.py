@@ -276,3 +276,39 @@ async def test_batches_use_a_computed_limit_checked_by_one_call_not_an_estimate(
         h.store.ready[ready(9).order_key] = ready(9)
         await h.submitter.step()
         assert h.node.estimates == 1
+
+
+async def test_http_429_at_broadcast_leaves_no_nonce_gap() -> None:
+    """A rate-limited broadcast keeps its stored nonce; the next order takes the next one, both go out."""
+    async with harness() as h:
+        h.node.http_fail_next = [429]
+        h.store.ready[ready(1).order_key] = ready(1)
+        await h.submitter.step()
+        assert h.node.pool == {} and h.store.next_nonce == 1
+        h.store.ready[ready(2).order_key] = ready(2)
+
+        await h.submitter.step()  # re-broadcasts nonce 0, sends nonce 1
+
+        assert sorted(tx.nonce for tx in h.node.pool.values()) == [0, 1]
+        assert [tx.nonce for tx in h.node.mine()] == [0, 1]
+
+
+async def test_underpriced_replacement_is_bumped_again() -> None:
+    """A replacement the node calls underpriced is not given up: the next stuck check bumps higher."""
+    async with harness(stuck_after_s=1.0) as h:
+        h.store.ready[ready(1).order_key] = ready(1)
+        await h.submitter.step()
+        original = h.node.sent[-1]
+        h.node.base_fee = 5 * 10**9  # above the original max fee: nothing mines
+        h.node.refuse_send = ["replacement transaction underpriced"]
+        h.clock.now += 2
+        await h.submitter.track()
+        refused_fee = h.store.txs[0].max_fee  # stored before the node refused it
+        h.clock.now += 2
+
+        await h.submitter.track()
+
+        accepted = h.node.sent[-1]
+        assert refused_fee > original.max_fee
+        assert accepted.nonce == 0 and accepted.max_fee > refused_fee
+        assert [tx.hash for tx in h.node.pool.values()] == [accepted.hash]

@@ -48,6 +48,7 @@ class FakeTxNode:
     sent: list[Tx] = field(default_factory=list)
     estimate: int = 100_000
     estimates: int = 0
+    http_fail_next: list[int] = field(default_factory=list)
     calls: int = 0
 
     def mine(self) -> list[Tx]:
@@ -76,6 +77,8 @@ class FakeTxNode:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = json.loads(await request.read())
+        if self.http_fail_next and "eth_sendRawTransaction" in json.dumps(body):
+            return web.Response(status=self.http_fail_next.pop(0), text="slow down")
         if isinstance(body, list):
             return web.json_response([self._one(item) for item in body])
         return web.json_response(self._one(body))
