@@ -37,37 +37,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import coincurve
-
+from connector import loadgen
 from connector.demo import ROOT, _tcbridge
 from connector.devnet import DEV_PRIVATE_KEYS, open_anvil
 from connector.ethereum import events as ev
 from connector.ethereum.rpc import JsonRpcClient
 from connector.ethereum.transactions import (
     ORDER_COMPLETED,
-    TxSigner,
     decode_get,
     encode_get,
-    encode_submit,
 )
-from connector.requester_client import encode_request, requester_id_of
-from enclave_bridge.requester import WorkerDetails, build_work_order
-from enclave_bridge.result_signature import address_of_private_key, order_key
+from enclave_bridge.requester import WorkerDetails
+from enclave_bridge.result_signature import address_of_private_key
 
 TARGET_WOPS = 200.0
-SEND_CHUNK = 100
-
-
-@dataclass
-class Order:
-    key: bytes
-    raw: bytes
-    sent_at: float = 0.0
-    done_at: float = 0.0
 
 
 def _config(folder: Path, url: str, confirmations: int, processes: int) -> Path:
@@ -89,83 +75,6 @@ def _config(folder: Path, url: str, confirmations: int, processes: int) -> Path:
         'identities_dir = "var/workers"\n'
     )
     return path
-
-
-async def _fund(rpc: JsonRpcClient, keys: list[bytes]) -> None:
-    for key in keys:
-        await rpc.call("anvil_setBalance", address_of_private_key(key), hex(10**22))
-
-
-async def _prepare(
-    rpc: JsonRpcClient, registry: str, worker: WorkerDetails, keys: list[bytes], count: int,
-    payload: bytes,
-) -> list[Order]:
-    block = await rpc.call("eth_getBlockByNumber", "latest", False)
-    base = int(block["baseFeePerGas"], 16)
-    signers = [TxSigner(k, 31337) for k in keys]
-    nonces = [
-        int(await rpc.call("eth_getTransactionCount", s.address, "pending"), 16) for s in signers
-    ]
-    orders = []
-    for n in range(count):
-        i = n % len(signers)
-        signer = signers[i]
-        sent = build_work_order(
-            worker, "echo-result", [payload], requester_key=keys[i],
-            requester_id=requester_id_of(signer.address),
-        )
-        request = encode_request(sent)
-        wo_id = bytes.fromhex(sent.params["workOrderId"])
-        data = encode_submit(wo_id, bytes.fromhex(worker.worker_id),
-                             bytes.fromhex(requester_id_of(signer.address)), request)
-        tx = signer.sign(nonce=nonces[i], to=registry, data=data, gas=400_000,
-                         max_fee=4 * base + 10**9, max_priority_fee=10**9)
-        nonces[i] += 1
-        orders.append(Order(order_key(signer.address, wo_id), tx.raw))
-    return orders
-
-
-async def _send_all(rpc: JsonRpcClient, orders: list[Order], rate: float) -> None:
-    """Send in chunks at most ``rate`` orders a second (0: as fast as possible)."""
-    start = time.monotonic()
-    for first in range(0, len(orders), SEND_CHUNK):
-        chunk = orders[first : first + SEND_CHUNK]
-        if rate:
-            due = start + first / rate
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-        now = time.monotonic()
-        for o in chunk:
-            o.sent_at = now
-        replies = await rpc.batch([("eth_sendRawTransaction", ["0x" + o.raw.hex()]) for o in chunk])
-        errors = [r for r in replies if isinstance(r, Exception)]
-        if errors:
-            raise SystemExit(f"submit refused: {errors[0]}")
-
-
-async def _follow(rpc: JsonRpcClient, registry: str, topic: str, orders: dict[bytes, Order],
-                  confirmations: int, from_block: int, timeout: float,
-                  on_log: str = "completed") -> dict[bytes, int]:
-    """Watch ``topic`` logs until every order has one at the confirmed depth; count them."""
-    seen: dict[bytes, int] = {}
-    cursor = from_block
-    deadline = time.monotonic() + timeout
-    while len(seen) < len(orders) and time.monotonic() < deadline:
-        head = int(await rpc.call("eth_blockNumber"), 16)
-        top = head - confirmations
-        if top >= cursor:
-            logs = await rpc.call("eth_getLogs", {"address": registry, "topics": [topic],
-                                                 "fromBlock": hex(cursor), "toBlock": hex(top)})
-            now = time.monotonic()
-            for raw in logs:
-                event = ev.decode_log(raw)
-                key = event.order_key if on_log == "completed" else bytes.fromhex(raw["data"][2:66])
-                if key in orders:
-                    seen[key] = seen.get(key, 0) + 1
-                    if orders[key].done_at == 0.0:
-                        orders[key].done_at = now
-            cursor = top + 1
-        await asyncio.sleep(0.05)
-    return seen
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -226,12 +135,12 @@ async def _bench_bridge(args: argparse.Namespace, folder: Path) -> dict[str, Any
         _tcbridge(config, env, "worker", "register")
         keys = [secrets.token_bytes(32) for _ in range(args.requesters)]
         async with JsonRpcClient(node.url) as rpc:
-            await _fund(rpc, keys)
+            await loadgen.fund(rpc, keys)
             from connector.requester_client import EthereumRequester
 
             probe = EthereumRequester(rpc, keys[0], 31337, registry, deployment["contracts"]["WorkerRegistry"])
             worker = await probe.worker(worker_id)
-            orders = await _prepare(rpc, registry, worker, keys, args.orders, b"x" * args.payload)
+            orders = await loadgen.prepare(rpc, registry, worker, keys, args.orders, b"x" * args.payload)
             log = open(folder / "bridge.log", "w")  # noqa: SIM115
             bridge = subprocess.Popen(
                 [sys.executable, "-m", "connector.cli", "--config", str(config), "run"],
@@ -245,9 +154,9 @@ async def _bench_bridge(args: argparse.Namespace, folder: Path) -> dict[str, Any
                 start_block = int(await rpc.call("eth_blockNumber"), 16)
                 by_key = {o.key: o for o in orders}
                 t0 = time.monotonic()
-                sender = asyncio.create_task(_send_all(rpc, orders, args.rate))
-                seen = await _follow(rpc, registry, ev.COMPLETED_TOPIC, by_key, args.confirmations,
-                                     start_block, args.timeout)
+                sender = asyncio.create_task(loadgen.send(rpc, orders, args.rate))
+                seen = (await loadgen.follow(rpc, registry, by_key, confirmations=args.confirmations,
+                                             from_block=start_block, timeout=args.timeout)).counts
                 await sender
                 elapsed = max(o.done_at for o in orders if o.done_at) - t0
                 peak = _rss_peak_kib(bridge.pid)
@@ -306,9 +215,8 @@ async def _ceiling(args: argparse.Namespace) -> float:
     from web3 import Web3
 
     from connector.deploy import deploy_all
-    from enclave_bridge.identity import generate_identity
     from enclave_bridge.attestation import SimulatedAttester
-    from enclave_bridge.identity import worker_record
+    from enclave_bridge.identity import generate_identity, worker_record
 
     with open_anvil(block_time=args.block_time, gas_limit=300_000_000) as node:
         w3 = Web3(Web3.HTTPProvider(node.url))
@@ -326,14 +234,14 @@ async def _ceiling(args: argparse.Namespace) -> float:
         keys = [secrets.token_bytes(32) for _ in range(args.requesters)]
         registry = deployment.contracts["WorkOrderRegistry"]
         async with JsonRpcClient(node.url) as rpc:
-            await _fund(rpc, keys)
-            orders = await _prepare(rpc, registry, worker, keys, args.orders, b"x" * args.payload)
+            await loadgen.fund(rpc, keys)
+            orders = await loadgen.prepare(rpc, registry, worker, keys, args.orders, b"x" * args.payload)
             start_block = int(await rpc.call("eth_blockNumber"), 16)
             by_key = {o.key: o for o in orders}
             t0 = time.monotonic()
-            sender = asyncio.create_task(_send_all(rpc, orders, args.rate))
-            await _follow(rpc, registry, ev.SUBMITTED_TOPIC, by_key, 0, start_block, args.timeout,
-                          on_log="submitted")
+            sender = asyncio.create_task(loadgen.send(rpc, orders, args.rate))
+            await loadgen.follow(rpc, registry, by_key, confirmations=0, from_block=start_block,
+                                 timeout=args.timeout, topic=ev.SUBMITTED_TOPIC)
             await sender
             done = [o.done_at for o in orders if o.done_at]
             return len(done) / (max(done) - t0) if done else 0.0
