@@ -18,7 +18,32 @@ from connector.store.records import Settlement
 log = logging.getLogger("tcbridge.watcher")
 
 
-class StoreWatcherSink:
+class ContractSink:
+    """What every contract's watcher sink shares: checkpoint, quarantine, reorg rollback."""
+
+    store: WorkOrderStore
+    chain_id: int
+    contract: str
+
+    async def load_checkpoint(self) -> Checkpoint | None:
+        point = await self.store.get_checkpoint(self.chain_id, self.contract)
+        if point is None:
+            return None
+        hashes = {n: "0x" + h.hex() for n, h in point.recent_hashes.items()}
+        return Checkpoint(point.block_number, hashes)
+
+    async def rollback_above(self, block: int, checkpoint: Checkpoint) -> None:
+        await self.store.orphan_from_block(self.chain_id, self.contract, block + 1)
+
+    @staticmethod
+    def bad_log(event: ev.MalformedLog) -> BadLog:
+        ref = event.ref
+        return BadLog(
+            ref.block_number, ref.block_hash, ref.tx_hash, ref.log_index, event.data, event.reason
+        )
+
+
+class StoreWatcherSink(ContractSink):
     """Writes one registry's confirmed events into the store, atomically with the checkpoint.
 
     ``our_workers`` are the worker ids (lower-case hex) the pool serves; an
@@ -37,18 +62,12 @@ class StoreWatcherSink:
         self.store = store
         self.chain_id = chain_id
         self.registry = registry
+        self.contract = registry
         self.our_workers = {w.lower() for w in our_workers}
         # Empty: every requester is served. Otherwise orders of other requesters
         # are recorded SKIPPED: every error completion costs the relayer gas.
         self.allowlist = {a.lower() for a in requester_allowlist}
         self.recorded = 0
-
-    async def load_checkpoint(self) -> Checkpoint | None:
-        point = await self.store.get_checkpoint(self.chain_id, self.registry)
-        if point is None:
-            return None
-        hashes = {n: "0x" + h.hex() for n, h in point.recent_hashes.items()}
-        return Checkpoint(point.block_number, hashes)
 
     async def commit(self, batch: WatchBatch) -> None:
         orders: list[NewOrder] = []
@@ -58,16 +77,7 @@ class StoreWatcherSink:
             if isinstance(event, ev.WorkOrderSubmitted):
                 orders.append(self._new_order(event))
             elif isinstance(event, ev.MalformedLog):
-                malformed.append(
-                    BadLog(
-                        event.ref.block_number,
-                        event.ref.block_hash,
-                        event.ref.tx_hash,
-                        event.ref.log_index,
-                        event.data,
-                        event.reason,
-                    )
-                )
+                malformed.append(self.bad_log(event))
             elif isinstance(event, ev.WorkOrderCompleted):
                 settlements.append(
                     Settlement(
@@ -100,9 +110,6 @@ class StoreWatcherSink:
             settlements=settlements,
         )
         self.recorded += len(orders)
-
-    async def rollback_above(self, block: int, checkpoint: Checkpoint) -> None:
-        await self.store.orphan_from_block(self.chain_id, self.registry, block + 1)
 
     def _new_order(self, event: ev.WorkOrderSubmitted) -> NewOrder:
         worker = event.worker_id.hex()

@@ -46,10 +46,10 @@ from eth_abi import encode as abi_encode
 from eth_hash.auto import keccak
 
 from connector.ethereum import events as ev
-from connector.ethereum.adapters import StoreSubmitterAdapter
+from connector.ethereum.adapters import ContractSink, StoreSubmitterAdapter
 from connector.ethereum.submitter import PendingTx, ReadyResult
 from connector.ethereum.transactions import Completion
-from connector.ethereum.watcher import Checkpoint, WatchBatch
+from connector.ethereum.watcher import WatchBatch
 from connector.store import BadLog, NewOrder, WorkOrderStore
 from connector.store.records import Settlement
 from enclave_bridge.errors import BugError, WorkOrderError
@@ -211,7 +211,7 @@ def _derive(secret: bytes, label: bytes) -> bytes:
     return hmac.new(secret, label, hashlib.sha256).digest()
 
 
-class OracleWatcherSink:
+class OracleWatcherSink(ContractSink):
     """Writes one TrustedOracle's confirmed events into the store with its checkpoint.
 
     A request for a worker the pool does not serve is recorded SKIPPED.
@@ -228,16 +228,10 @@ class OracleWatcherSink:
         self.store = store
         self.chain_id = chain_id
         self.oracle = oracle
+        self.contract = oracle
         self.builder = builder
         self.our_workers = {w.lower() for w in our_workers}
         self.recorded = 0
-
-    async def load_checkpoint(self) -> Checkpoint | None:
-        point = await self.store.get_checkpoint(self.chain_id, self.oracle)
-        if point is None:
-            return None
-        hashes = {n: "0x" + h.hex() for n, h in point.recent_hashes.items()}
-        return Checkpoint(point.block_number, hashes)
 
     async def commit(self, batch: WatchBatch) -> None:
         orders: list[NewOrder] = []
@@ -260,17 +254,7 @@ class OracleWatcherSink:
                     Settlement(event.request_id, "cancelled", event.ref.block_number)
                 )
             elif isinstance(event, ev.MalformedLog):
-                ref = event.ref
-                malformed.append(
-                    BadLog(
-                        ref.block_number,
-                        ref.block_hash,
-                        ref.tx_hash,
-                        ref.log_index,
-                        event.data,
-                        event.reason,
-                    )
-                )
+                malformed.append(self.bad_log(event))
         await self.store.record_events(
             self.chain_id,
             self.oracle,
@@ -281,9 +265,6 @@ class OracleWatcherSink:
             settlements=settlements,
         )
         self.recorded += len(orders)
-
-    async def rollback_above(self, block: int, checkpoint: Checkpoint) -> None:
-        await self.store.orphan_from_block(self.chain_id, self.oracle, block + 1)
 
     def _new_order(self, event: ev.OracleRequested) -> NewOrder:
         worker = event.worker_id.hex()
