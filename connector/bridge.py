@@ -238,7 +238,7 @@ class EthereumBridge:
             raise ConfigurationError(
                 "the worker registry does not match the pool: "
                 + "; ".join(problems)
-                + ". Run `tcbridge worker register --config FILE` with the operator key."
+                + ". Run `tcbridge --config FILE worker register` with the operator key."
             )
 
     # -- running ------------------------------------------------------------

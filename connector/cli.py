@@ -158,11 +158,19 @@ def worker_create(ctx: click.Context, name: str) -> None:
     config = _config(ctx)
     folder = config.path(config.pool.identities_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    passphrase = runtime.pool_passphrase(config)
+    existing = sorted(folder.glob("*.sealed"))
+    if existing:
+        # Every identity of one pool is sealed under one passphrase: a new one
+        # under another would make the whole pool unable to start.
+        from enclave_bridge.identity import load_sealed, unseal
+
+        unseal(load_sealed(existing[0]), passphrase)
     keys = generate_identity(name)
     path = folder / f"{keys.worker_id}.sealed"
     if path.exists():
         raise ConfigurationError(f"{path} exists already; pick another name")
-    save_sealed(path, seal(keys, runtime.pool_passphrase(config)))
+    save_sealed(path, seal(keys, passphrase))
     click.echo(
         json.dumps(
             {
@@ -278,7 +286,14 @@ def submit(
     key = runtime.hex_key(text, "requester key")
     if worker_id is None:
         worker_id = runtime.identities(config)[0].worker_id
+    worker_id = worker_id.lower().removeprefix("0x")
+    if len(worker_id) != 64 or any(c not in "0123456789abcdef" for c in worker_id):
+        raise ConfigurationError(
+            f"--worker-id must be 32 bytes of hex (64 characters), not {worker_id!r}"
+        )
     progress = sys.stderr.isatty()
+    if wait and not progress:
+        click.echo("submitted; waiting for the completion ...", err=True)
     out = _run(
         submit_and_wait(
             config,
@@ -308,6 +323,11 @@ def _submit_fabric(
         signing = runtime.hex_key(Path(key_file).read_text(), "requester key")
     if worker_id is None:
         worker_id = runtime.identities(config)[0].worker_id
+    worker_id = worker_id.lower().removeprefix("0x")
+    if len(worker_id) != 64 or any(c not in "0123456789abcdef" for c in worker_id):
+        raise ConfigurationError(
+            f"--worker-id must be 32 bytes of hex (64 characters), not {worker_id!r}"
+        )
     out = _run(fabric_runtime.submit_and_wait(
         config, identity_name, signing, worker_id, workload, list(inputs),
         wait=wait, timeout=timeout,

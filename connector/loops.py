@@ -52,10 +52,18 @@ class StepLoops:
         if isinstance(exc, NodeUnavailable):
             self.health.node_reachable = False
             self.health.node_error = str(exc)
+        else:
+            # The node answered; what fails is this step (a reorg too deep,
+            # a refused transaction, the database): say that instead.
+            self.health.failing[name] = str(exc)
+            if isinstance(exc, ChainError) and not isinstance(exc, StoreError):
+                self.health.node_reachable = True
+                self.health.node_error = ""
         log.warning("%s step failed (attempt %d, retry in %.1f s): %s", name, failures, delay, exc)
         return delay
 
     def succeeded(self, name: str) -> None:
+        self.health.failing.pop(name, None)
         if self.failures.pop(name, 0):
             log.info("%s recovered", name)
         if not self.failures:

@@ -27,6 +27,8 @@ class HealthSnapshot:
     balance_wei: int | None = None
     min_balance_wei: int = 0
     paused: bool = False
+    # Step loops failing for another reason than an unreachable node.
+    failing: dict[str, str] = field(default_factory=dict)
     # Prometheus gauges and counters: name -> value, or name -> {labels: value}.
     metrics: dict[str, Any] = field(default_factory=dict)
 
@@ -34,6 +36,8 @@ class HealthSnapshot:
         out = []
         if not self.node_reachable:
             out.append(f"node unreachable: {self.node_error}")
+        for loop, error in sorted(self.failing.items()):
+            out.append(f"{loop} failing: {error}")
         if self.lag_blocks > self.lag_threshold:
             out.append(
                 f"watcher lags {self.lag_blocks} blocks (threshold {self.lag_threshold})"
@@ -51,14 +55,18 @@ def render_metrics(metrics: dict[str, Any]) -> str:
         value = metrics[name]
         full = f"tcbridge_{name}"
         if isinstance(value, dict):
-            lines.append(f"# TYPE {full} gauge")
+            lines.append(f"# TYPE {full} {_kind(name)}")
             for labels, v in sorted(value.items()):
                 label_text = ",".join(f'{k}="{val}"' for k, val in labels)
                 lines.append(f"{full}{{{label_text}}} {v}")
         else:
-            lines.append(f"# TYPE {full} gauge")
+            lines.append(f"# TYPE {full} {_kind(name)}")
             lines.append(f"{full} {value}")
     return "\n".join(lines) + "\n"
+
+
+def _kind(name: str) -> str:
+    return "counter" if name.endswith("_total") else "gauge"
 
 
 def make_app(snapshot: Callable[[], HealthSnapshot]) -> web.Application:

@@ -19,6 +19,7 @@ from connector.deploy import send_transaction
 from connector.ethereum.rpc import JsonRpcClient
 from connector.requester_client import EthereumRequester
 from connector.store import open_store
+from enclave_bridge.errors import ChainError, ConfigurationError
 from enclave_bridge.identity import WorkerRecord
 
 # EEA worker type 1 is TEE-SGX; tcbridge's simulated workers say so in their
@@ -61,11 +62,26 @@ async def registry_status(
     return rows
 
 
+async def check_chain_id(rpc: JsonRpcClient, config: Config) -> None:
+    """Refuse a node of another chain than the configured one, whatever the command."""
+    chain_id = int(await rpc.call("eth_chainId"), 16)
+    if chain_id != config.ethereum.chain_id:
+        raise ConfigurationError(
+            f"the node at {config.ethereum.rpc_url} serves chain id {chain_id}, but the"
+            f" configuration says {config.ethereum.chain_id}: fix rpc_url or chain_id"
+        )
+
+
 def register_workers(
     config: Config, operator_key: bytes, records: Sequence[WorkerRecord]
 ) -> list[str]:
     """workerRegister for new identities, workerUpdate (+ status) for changed ones."""
     w3 = Web3(Web3.HTTPProvider(config.ethereum.rpc_url))
+    if int(w3.eth.chain_id) != config.ethereum.chain_id:
+        raise ConfigurationError(
+            f"the node at {config.ethereum.rpc_url} serves chain id {w3.eth.chain_id}, but"
+            f" the configuration says {config.ethereum.chain_id}: fix rpc_url or chain_id"
+        )
     registry = _registry(w3, config)
     operator = Account.from_key(operator_key)
     lines = []
@@ -123,6 +139,7 @@ async def submit_and_wait(
             deploy.contracts["WorkOrderRegistry"],
             deploy.contracts["WorkerRegistry"],
         )
+        await check_chain_id(rpc, config)
         worker = await requester.worker(worker_id)
         submitted = await requester.submit(worker, workload, list(inputs))
         receipt = await requester.receipt(submitted.tx_hash)
@@ -149,7 +166,12 @@ async def submit_and_wait(
             await asyncio.wait([waiter], timeout=0.25)
         if progress:
             sys.stderr.write("\n")
-        completion = waiter.result()
+        try:
+            completion = waiter.result()
+        except ChainError as exc:
+            raise ChainError(
+                f"work order {out['workOrderId']} (order key {out['orderKey']}): {exc}"
+            ) from exc
         checked = await requester.check(submitted, completion)
         out.update(
             {
@@ -179,6 +201,7 @@ async def bridge_status(config: Config) -> dict[str, Any]:
     head = None
     try:
         async with JsonRpcClient(config.ethereum.rpc_url, timeout_s=5) as rpc:
+            await check_chain_id(rpc, config)
             head = int(await rpc.call("eth_blockNumber"), 16)
     except Exception as exc:  # the node being down is a status, not a failure
         out["nodeError"] = str(exc)

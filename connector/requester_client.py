@@ -20,7 +20,7 @@ from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_canonical_address
 
 from connector.ethereum import events as ev
-from connector.ethereum.rpc import JsonRpcClient
+from connector.ethereum.rpc import JsonRpcClient, RpcError
 from connector.ethereum.transactions import (
     ORDER_COMPLETED,
     SignedTx,
@@ -42,6 +42,7 @@ from enclave_bridge.requester import (
 from enclave_bridge.result_signature import order_key as make_order_key
 
 WORKER_RETRIEVE = selector("workerRetrieve(bytes32)")
+UNKNOWN_WORKER = selector("UnknownWorker(bytes32)")
 REQUEST_COMPUTATION = selector(
     "requestComputation(bytes32,bytes32,bytes,uint64,uint32)"
 )
@@ -115,11 +116,18 @@ class EthereumRequester:
     async def worker(self, worker_id: str) -> WorkerDetails:
         """The worker's EEA details as registered on-chain."""
         data = WORKER_RETRIEVE + abi_encode(["bytes32"], [bytes.fromhex(worker_id)])
-        raw = await self.rpc.call(
-            "eth_call",
-            {"to": self.worker_registry, "data": "0x" + data.hex()},
-            "latest",
-        )
+        try:
+            raw = await self.rpc.call(
+                "eth_call",
+                {"to": self.worker_registry, "data": "0x" + data.hex()},
+                "latest",
+            )
+        except RpcError as exc:
+            if UNKNOWN_WORKER.hex() in f"{exc.data} {exc.rpc_message}":
+                raise ChainError(
+                    f"worker {worker_id} is not registered in the worker registry"
+                ) from exc
+            raise
         values = abi_decode(
             [
                 "uint256",

@@ -80,7 +80,7 @@ def deployment(config: Config) -> Deployment:
     path = config.path(eth.deployment)
     if not path.exists():
         raise ConfigurationError(
-            f"no deployment file at {path}: run `tcbridge deploy --config FILE` first, or set"
+            f"no deployment file at {path}: run `tcbridge --config FILE deploy` first, or set"
             " ethereum.work_order_registry and ethereum.worker_registry"
         )
     return Deployment.read(path)
@@ -91,7 +91,7 @@ def identities(config: Config) -> list[SealedIdentity]:
     found = sorted(folder.glob("*.sealed")) if folder.exists() else []
     if not found:
         raise ConfigurationError(
-            f"no worker identities in {folder}: create one with `tcbridge worker create --config FILE`"
+            f"no worker identities in {folder}: create one with `tcbridge --config FILE worker create --name NAME`"
         )
     return [load_sealed(p) for p in found]
 

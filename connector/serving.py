@@ -131,9 +131,16 @@ async def run_bridge(
         runtime.open_chain_bridge(config) as bridge,
         serve_bridge(config, bridge) as urls,
     ):
-        (runtime.data_dir(config) / "ops.url").write_text(urls.ops)
+        written = [runtime.data_dir(config) / "ops.url"]
+        written[0].write_text(urls.ops)
         if urls.listener is not None:
-            (runtime.data_dir(config) / "listener.url").write_text(urls.listener)
+            written.append(runtime.data_dir(config) / "listener.url")
+            written[1].write_text(urls.listener)
         if on_ready is not None:
             on_ready(urls)
-        await bridge.run(stop)
+        try:
+            await bridge.run(stop)
+        finally:
+            # `tcbridge status` reads these: no stale address once stopped.
+            for path in written:
+                path.unlink(missing_ok=True)

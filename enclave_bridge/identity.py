@@ -304,7 +304,8 @@ def unseal(sealed: SealedIdentity | bytes, passphrase: bytes | str) -> WorkerKey
     except (InvalidTag, ValueError) as exc:
         raise ConfigurationError(
             f"cannot unseal worker {header['workerId']}: wrong passphrase, or the "
-            "sealed file was altered; check the operator passphrase setting"
+            "sealed file was altered; check the pool passphrase"
+            " (TCBRIDGE_POOL_PASSPHRASE or [pool] passphrase_file)"
         ) from exc
 
     size = int.from_bytes(plaintext[:2], "big")

@@ -46,6 +46,7 @@ async def test_run_serves_listener_and_adapter_beside_the_chain(
             try:
                 urls = await asyncio.wait_for(asyncio.shield(ready), 60)
                 assert urls.listener is not None and urls.chainlink is not None
+                written = (tmp_path / "var" / "listener.url").read_text()
 
                 requester = env.requester(0)
                 worker = await requester.worker(env.worker_ids[0])
@@ -85,4 +86,7 @@ async def test_run_serves_listener_and_adapter_beside_the_chain(
     assert "tcbridge_chainlink_work_orders_total 1" in metrics
     assert checked.ok, checked.verdict.reason
     assert checked.outputs[0].data == b"RESULT: chain"
-    assert (tmp_path / "var" / "listener.url").read_text() == urls.listener
+    assert written == urls.listener
+    # Removed on stop, so `tcbridge status` never reads a dead address.
+    assert not (tmp_path / "var" / "listener.url").exists()
+    assert not (tmp_path / "var" / "ops.url").exists()
