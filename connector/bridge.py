@@ -25,8 +25,8 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 
 from connector.dispatcher import Dispatcher
 from connector.ethereum.adapters import StoreSubmitterAdapter, StoreWatcherSink

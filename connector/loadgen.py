@@ -119,7 +119,7 @@ async def follow(
 
 
 def _order_key_of(raw: dict[str, object], topic: str) -> bytes:
-    event = ev.decode_log(raw)  # type: ignore[arg-type]
+    event = ev.decode_log(raw)
     if isinstance(event, (ev.WorkOrderCompleted, ev.WorkOrderSubmitted)):
         return event.order_key
     return b""

@@ -27,7 +27,7 @@ RETRIED = (NodeUnavailable, ChainError, StoreError)
 
 def backoff_delay(failures: int) -> float:
     """Seconds to wait after the ``failures``-th failure in a row."""
-    return min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2 ** (failures - 1))
+    return float(min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2.0 ** (failures - 1)))
 
 
 async def sleep_unless(stop: asyncio.Event, seconds: float) -> None:

@@ -15,9 +15,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
-from eth_utils import keccak, to_canonical_address
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_utils.address import to_canonical_address
+from eth_utils.crypto import keccak
 
 from connector.ethereum import events as ev
 from connector.ethereum.rpc import JsonRpcClient, RpcError

@@ -13,10 +13,10 @@ from connector.deploy import Deployment
 from connector.ethereum.rpc import JsonRpcClient
 from connector.fabric.bridge import FabricBridge
 from connector.store import open_store
+from enclave_bridge.eea import Limits
 from enclave_bridge.errors import ConfigurationError
 from enclave_bridge.identity import SealedIdentity, load_sealed
 from enclave_bridge.pool import open_pool
-from enclave_bridge.eea import Limits
 from enclave_bridge.processor import ProcessorPolicy
 
 RELAYER_KEY_ENV = "TCBRIDGE_RELAYER_KEY"

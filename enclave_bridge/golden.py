@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import coincurve
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from enclave_bridge import result_signature as rs
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 SUBMITTED_SIG = (
     "WorkOrderSubmitted(bytes32,bytes32,bytes32,bytes32,address,uint32,bytes)"

@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 import rlp
-from eth_abi import encode as abi_encode
+from eth_abi.abi import encode as abi_encode
 from eth_hash.auto import keccak
 
 from connector.ethereum import events as ev

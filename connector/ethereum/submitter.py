@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from connector.ethereum.rpc import JsonRpcClient, RpcError
-from connector.faults import crash_point
 from connector.ethereum.transactions import (
     ORDER_PENDING,
     Completion,
@@ -44,6 +43,7 @@ from connector.ethereum.transactions import (
     encode_completion_call,
     encode_get,
 )
+from connector.faults import crash_point
 from enclave_bridge.errors import ChainError, NodeUnavailable
 
 log = logging.getLogger("tcbridge.submitter")

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import coincurve
 import rlp
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
-from eth_utils import keccak, to_canonical_address
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_utils.address import to_canonical_address
+from eth_utils.crypto import keccak
 
 from enclave_bridge.result_signature import address_of_private_key
 

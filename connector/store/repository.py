@@ -746,8 +746,10 @@ class WorkOrderStore:
                     m.Transaction.state == "mined",
                 )
                 .values(state="pending", mined_hash=None, updated_at=self._clock())
+                .returning(m.Transaction.nonce)
             )
-        return int(result.rowcount or 0)
+            reopened = list(result.scalars())
+        return len(reopened)
 
     async def get_transaction(
         self, chain_id: int | str, sender: str, nonce: int
