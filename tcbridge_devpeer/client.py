@@ -9,8 +9,6 @@ tcbridge's Fabric connector is the production client.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -20,11 +18,10 @@ from fabric_protos.gateway import gateway_pb2, gateway_pb2_grpc
 from fabric_protos.orderer import ab_pb2
 from fabric_protos.peer import (
     chaincode_event_pb2,
-    chaincode_pb2,
     proposal_pb2,
 )
-from google.protobuf import timestamp_pb2
 
+from connector.fabric.gateway import sign_proposal
 from tcbridge_devpeer.msp import Identity
 from tcbridge_devpeer.protocol import parse_envelope
 
@@ -59,46 +56,8 @@ class GatewayClient:
         await self._grpc.close()
 
     def propose(self, function: str, *args: str | bytes) -> Proposed:
-        creator = self.identity.serialized()
-        nonce = os.urandom(24)
-        tx_id = hashlib.sha256(nonce + creator).hexdigest()
-        timestamp = timestamp_pb2.Timestamp()
-        timestamp.GetCurrentTime()
-        chaincode_id = chaincode_pb2.ChaincodeID(name=self.chaincode)
-        channel_header = common_pb2.ChannelHeader(
-            type=common_pb2.ENDORSER_TRANSACTION,
-            tx_id=tx_id,
-            channel_id=self.channel,
-            timestamp=timestamp,
-            extension=proposal_pb2.ChaincodeHeaderExtension(
-                chaincode_id=chaincode_id
-            ).SerializeToString(),
-        )
-        header = common_pb2.Header(
-            channel_header=channel_header.SerializeToString(),
-            signature_header=common_pb2.SignatureHeader(
-                creator=creator, nonce=nonce
-            ).SerializeToString(),
-        )
-        raw_args = [function.encode()] + [
-            a if isinstance(a, bytes) else a.encode() for a in args
-        ]
-        invocation = chaincode_pb2.ChaincodeInvocationSpec(
-            chaincode_spec=chaincode_pb2.ChaincodeSpec(
-                type=chaincode_pb2.ChaincodeSpec.NODE,
-                chaincode_id=chaincode_id,
-                input=chaincode_pb2.ChaincodeInput(args=raw_args),
-            )
-        )
-        proposal = proposal_pb2.Proposal(
-            header=header.SerializeToString(),
-            payload=proposal_pb2.ChaincodeProposalPayload(
-                input=invocation.SerializeToString()
-            ).SerializeToString(),
-        )
-        proposal_bytes = proposal.SerializeToString()
-        signed = proposal_pb2.SignedProposal(
-            proposal_bytes=proposal_bytes, signature=self.identity.sign(proposal_bytes)
+        tx_id, signed = sign_proposal(
+            self.identity, self.channel, self.chaincode, function, *args
         )
         return Proposed(tx_id, signed)
 

@@ -24,6 +24,7 @@ class ContractSink:
     store: WorkOrderStore
     chain_id: int
     contract: str
+    recorded: int
 
     async def load_checkpoint(self) -> Checkpoint | None:
         point = await self.store.get_checkpoint(self.chain_id, self.contract)
@@ -34,6 +35,35 @@ class ContractSink:
 
     async def rollback_above(self, block: int, checkpoint: Checkpoint) -> None:
         await self.store.orphan_from_block(self.chain_id, self.contract, block + 1)
+
+    def translate(self, event: ev.AnyEvent) -> NewOrder | Settlement | None:
+        """This contract's event as an order or a settlement; None to ignore it."""
+        raise NotImplementedError
+
+    async def commit(self, batch: WatchBatch) -> None:
+        """Record the batch's orders, quarantined logs and settlements with the checkpoint."""
+        orders: list[NewOrder] = []
+        malformed: list[BadLog] = []
+        settlements: list[Settlement] = []
+        for event in batch.events:
+            if isinstance(event, ev.MalformedLog):
+                malformed.append(self.bad_log(event))
+                continue
+            item = self.translate(event)
+            if isinstance(item, NewOrder):
+                orders.append(item)
+            elif item is not None:
+                settlements.append(item)
+        await self.store.record_events(
+            self.chain_id,
+            self.contract,
+            orders,
+            malformed,
+            checkpoint_block=batch.checkpoint.block,
+            recent_hashes=dict(batch.checkpoint.hashes),
+            settlements=settlements,
+        )
+        self.recorded += len(orders)
 
     @staticmethod
     def bad_log(event: ev.MalformedLog) -> BadLog:
@@ -69,47 +99,17 @@ class StoreWatcherSink(ContractSink):
         self.allowlist = {a.lower() for a in requester_allowlist}
         self.recorded = 0
 
-    async def commit(self, batch: WatchBatch) -> None:
-        orders: list[NewOrder] = []
-        malformed: list[BadLog] = []
-        settlements: list[Settlement] = []
-        for event in batch.events:
-            if isinstance(event, ev.WorkOrderSubmitted):
-                orders.append(self._new_order(event))
-            elif isinstance(event, ev.MalformedLog):
-                malformed.append(self.bad_log(event))
-            elif isinstance(event, ev.WorkOrderCompleted):
-                settlements.append(
-                    Settlement(
-                        event.order_key,
-                        "completed",
-                        event.ref.block_number,
-                        status=event.status,
-                    )
-                )
-            elif isinstance(event, ev.WorkOrderCancelled):
-                settlements.append(
-                    Settlement(event.order_key, "cancelled", event.ref.block_number)
-                )
-            elif isinstance(event, ev.CompletionSkipped):
-                settlements.append(
-                    Settlement(
-                        event.order_key,
-                        "skipped",
-                        event.ref.block_number,
-                        reason=event.reason,
-                    )
-                )
-        await self.store.record_events(
-            self.chain_id,
-            self.registry,
-            orders,
-            malformed,
-            checkpoint_block=batch.checkpoint.block,
-            recent_hashes=dict(batch.checkpoint.hashes),
-            settlements=settlements,
-        )
-        self.recorded += len(orders)
+    def translate(self, event: ev.AnyEvent) -> NewOrder | Settlement | None:
+        ref = event.ref
+        if isinstance(event, ev.WorkOrderSubmitted):
+            return self._new_order(event)
+        if isinstance(event, ev.WorkOrderCompleted):
+            return Settlement(event.order_key, "completed", ref.block_number, status=event.status)
+        if isinstance(event, ev.WorkOrderCancelled):
+            return Settlement(event.order_key, "cancelled", ref.block_number)
+        if isinstance(event, ev.CompletionSkipped):
+            return Settlement(event.order_key, "skipped", ref.block_number, reason=event.reason)
+        return None
 
     def _new_order(self, event: ev.WorkOrderSubmitted) -> NewOrder:
         worker = event.worker_id.hex()

@@ -139,6 +139,8 @@ RegistryEvent = (
 
 
 OracleEvent = OracleRequested | OracleFulfilled | OracleCancelled | MalformedLog
+# Whatever a watcher of one of our contracts may hand its sink.
+AnyEvent = RegistryEvent | OracleEvent
 
 
 class _Bad(ValueError):

@@ -49,8 +49,7 @@ from connector.ethereum import events as ev
 from connector.ethereum.adapters import ContractSink, StoreSubmitterAdapter
 from connector.ethereum.submitter import PendingTx, ReadyResult
 from connector.ethereum.transactions import Completion
-from connector.ethereum.watcher import WatchBatch
-from connector.store import BadLog, NewOrder, WorkOrderStore
+from connector.store import NewOrder, WorkOrderStore
 from connector.store.records import Settlement
 from enclave_bridge.errors import BugError, WorkOrderError
 from enclave_bridge.pool import WorkerPublicRecord
@@ -233,38 +232,15 @@ class OracleWatcherSink(ContractSink):
         self.our_workers = {w.lower() for w in our_workers}
         self.recorded = 0
 
-    async def commit(self, batch: WatchBatch) -> None:
-        orders: list[NewOrder] = []
-        malformed: list[BadLog] = []
-        settlements: list[Settlement] = []
-        for event in batch.events:
-            if isinstance(event, ev.OracleRequested):
-                orders.append(self._new_order(event))
-            elif isinstance(event, ev.OracleFulfilled):
-                settlements.append(
-                    Settlement(
-                        event.request_id,
-                        "completed",
-                        event.ref.block_number,
-                        status=event.status,
-                    )
-                )
-            elif isinstance(event, ev.OracleCancelled):
-                settlements.append(
-                    Settlement(event.request_id, "cancelled", event.ref.block_number)
-                )
-            elif isinstance(event, ev.MalformedLog):
-                malformed.append(self.bad_log(event))
-        await self.store.record_events(
-            self.chain_id,
-            self.oracle,
-            orders,
-            malformed,
-            checkpoint_block=batch.checkpoint.block,
-            recent_hashes=dict(batch.checkpoint.hashes),
-            settlements=settlements,
-        )
-        self.recorded += len(orders)
+    def translate(self, event: ev.AnyEvent) -> NewOrder | Settlement | None:
+        ref = event.ref
+        if isinstance(event, ev.OracleRequested):
+            return self._new_order(event)
+        if isinstance(event, ev.OracleFulfilled):
+            return Settlement(event.request_id, "completed", ref.block_number, status=event.status)
+        if isinstance(event, ev.OracleCancelled):
+            return Settlement(event.request_id, "cancelled", ref.block_number)
+        return None
 
     def _new_order(self, event: ev.OracleRequested) -> NewOrder:
         worker = event.worker_id.hex()

@@ -17,6 +17,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 from fabric_protos.common import common_pb2
@@ -162,48 +163,9 @@ class FabricGateway:
 
     def propose(self, function: str, *args: str | bytes) -> Proposal:
         """A signed proposal to call ``function(args)``, with a fresh transaction id."""
-        creator = self.identity.serialized()
-        nonce = os.urandom(24)
-        tx_id = hashlib.sha256(nonce + creator).hexdigest()
-        timestamp = timestamp_pb2.Timestamp()
-        timestamp.GetCurrentTime()
-        chaincode_id = chaincode_pb2.ChaincodeID(name=self.chaincode)
-
-        channel_header = common_pb2.ChannelHeader(
-            type=common_pb2.ENDORSER_TRANSACTION,
-            tx_id=tx_id,
-            channel_id=self.channel,
-            timestamp=timestamp,
-            extension=proposal_pb2.ChaincodeHeaderExtension(
-                chaincode_id=chaincode_id
-            ).SerializeToString(),
+        tx_id, signed = sign_proposal(
+            self.identity, self.channel, self.chaincode, function, *args
         )
-        header = common_pb2.Header(
-            channel_header=channel_header.SerializeToString(),
-            signature_header=common_pb2.SignatureHeader(
-                creator=creator, nonce=nonce
-            ).SerializeToString(),
-        )
-        raw_args = [function.encode()]
-        raw_args += [a if isinstance(a, bytes) else a.encode() for a in args]
-        invocation = chaincode_pb2.ChaincodeInvocationSpec(
-            chaincode_spec=chaincode_pb2.ChaincodeSpec(
-                type=chaincode_pb2.ChaincodeSpec.NODE,
-                chaincode_id=chaincode_id,
-                input=chaincode_pb2.ChaincodeInput(args=raw_args),
-            )
-        )
-        proposal = proposal_pb2.Proposal(
-            header=header.SerializeToString(),
-            payload=proposal_pb2.ChaincodeProposalPayload(
-                input=invocation.SerializeToString()
-            ).SerializeToString(),
-        )
-        proposal_bytes = proposal.SerializeToString()
-        signed = proposal_pb2.SignedProposal(
-            proposal_bytes=proposal_bytes, signature=self.identity.sign(proposal_bytes)
-        )
-
         return Proposal(tx_id, signed)
 
     # -- calls ------------------------------------------------------------
@@ -319,3 +281,62 @@ def _result_of(envelope: common_pb2.Envelope) -> bytes:
     action = proposal_pb2.ChaincodeAction.FromString(response_payload.extension)
 
     return bytes(action.response.payload)
+
+
+class _Signer(Protocol):
+    def serialized(self) -> bytes: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+def sign_proposal(
+    identity: _Signer, channel: str, chaincode: str, function: str, *args: str | bytes
+) -> tuple[str, proposal_pb2.SignedProposal]:
+    """A SignedProposal to call ``function(args)`` on ``chaincode``, as Fabric clients build it.
+
+    Returns the fresh transaction id (SHA-256 of nonce and creator) with it.
+    Shared by the connector and the development peer's test client.
+    """
+    creator = identity.serialized()
+    nonce = os.urandom(24)
+    tx_id = hashlib.sha256(nonce + creator).hexdigest()
+    timestamp = timestamp_pb2.Timestamp()
+    timestamp.GetCurrentTime()
+    chaincode_id = chaincode_pb2.ChaincodeID(name=chaincode)
+
+    channel_header = common_pb2.ChannelHeader(
+        type=common_pb2.ENDORSER_TRANSACTION,
+        tx_id=tx_id,
+        channel_id=channel,
+        timestamp=timestamp,
+        extension=proposal_pb2.ChaincodeHeaderExtension(
+            chaincode_id=chaincode_id
+        ).SerializeToString(),
+    )
+    header = common_pb2.Header(
+        channel_header=channel_header.SerializeToString(),
+        signature_header=common_pb2.SignatureHeader(
+            creator=creator, nonce=nonce
+        ).SerializeToString(),
+    )
+    raw_args = [function.encode()]
+    raw_args += [a if isinstance(a, bytes) else a.encode() for a in args]
+    invocation = chaincode_pb2.ChaincodeInvocationSpec(
+        chaincode_spec=chaincode_pb2.ChaincodeSpec(
+            type=chaincode_pb2.ChaincodeSpec.NODE,
+            chaincode_id=chaincode_id,
+            input=chaincode_pb2.ChaincodeInput(args=raw_args),
+        )
+    )
+    proposal = proposal_pb2.Proposal(
+        header=header.SerializeToString(),
+        payload=proposal_pb2.ChaincodeProposalPayload(
+            input=invocation.SerializeToString()
+        ).SerializeToString(),
+    )
+    proposal_bytes = proposal.SerializeToString()
+    signed = proposal_pb2.SignedProposal(
+        proposal_bytes=proposal_bytes, signature=identity.sign(proposal_bytes)
+    )
+
+    return tx_id, signed
