@@ -46,6 +46,7 @@ from enum import Enum
 from typing import Protocol
 
 import coincurve
+import sha3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -86,6 +87,17 @@ class OaepHash(Enum):
 
 def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+def keccak256(data: bytes) -> bytes:
+    """Ethereum's Keccak-256 (not FIPS SHA3-256, which pads differently).
+
+    From safe-pysha3's C code: about 1 µs a call here, against 7-11 µs for
+    eth_utils.keccak (pycryptodome through cffi), and a worker makes three
+    per work order.
+    """
+    digest: bytes = sha3.keccak_256(data).digest()
+    return digest
 
 
 def data_hash_hex(plaintext: bytes) -> str:
@@ -352,8 +364,8 @@ def verify_digest(public_key: coincurve.PublicKey, digest: bytes, der: bytes) ->
         # libsecp256k1 verifies low s only: normalise so high-s signatures
         # (Avalon's requesters do not normalise) verify as well.
         if s > SECP256K1_N // 2:
-            s = SECP256K1_N - s
-        return bool(public_key.verify(encode_dss_signature(r, s), digest, hasher=None))
+            der = encode_dss_signature(r, SECP256K1_N - s)
+        return bool(public_key.verify(der, digest, hasher=None))
     except (ValueError, TypeError):
         return False
 

@@ -17,7 +17,12 @@ from eth_utils.crypto import keccak
 
 from enclave_bridge import result_signature as rs
 
-GOLDEN_PATH = Path(__file__).resolve().parent.parent / "contracts" / "golden" / "result-signature.json"
+GOLDEN_PATH = (
+    Path(__file__).resolve().parent.parent
+    / "contracts"
+    / "golden"
+    / "result-signature.json"
+)
 
 # A published test key: never use it for anything but this file.
 GOLDEN_PRIVATE_KEY = keccak(b"tcbridge golden result-signature key (public, test only)")
@@ -39,15 +44,24 @@ def build() -> dict[str, Any]:
         GOLDEN_PRIVATE_KEY, domain, key, request_hash, response_hash, GOLDEN_STATUS
     )
     s = int.from_bytes(sig[32:64], "big")
-    high_s_twin = sig[:32] + (rs.SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - sig[64]])
+    high_s_twin = (
+        sig[:32] + (rs.SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - sig[64]])
+    )
 
     fdomain = rs.FabricDomain(channel="mychannel", chaincode="tcbridge")
     f_request_hash = __import__("hashlib").sha256(GOLDEN_REQUEST).digest()
     f_response_hash = __import__("hashlib").sha256(GOLDEN_RESPONSE).digest()
     f_wo_id = GOLDEN_WORK_ORDER_ID.hex()
-    preimage = rs.fabric_preimage(fdomain, f_wo_id, f_request_hash, f_response_hash, GOLDEN_STATUS)
+    preimage = rs.fabric_preimage(
+        fdomain, f_wo_id, f_request_hash, f_response_hash, GOLDEN_STATUS
+    )
     f_sig = rs.sign_fabric(
-        GOLDEN_PRIVATE_KEY, fdomain, f_wo_id, f_request_hash, f_response_hash, GOLDEN_STATUS
+        GOLDEN_PRIVATE_KEY,
+        fdomain,
+        f_wo_id,
+        f_request_hash,
+        f_response_hash,
+        GOLDEN_STATUS,
     )
     pub = coincurve.PrivateKey(GOLDEN_PRIVATE_KEY).public_key
 
@@ -121,9 +135,13 @@ def pub_pem(private_key: bytes) -> str:
     from cryptography.hazmat.primitives.asymmetric import ec
 
     priv = ec.derive_private_key(int.from_bytes(private_key, "big"), ec.SECP256K1())
-    return priv.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        priv.public_key()
+        .public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        .decode()
+    )
 
 
 def main() -> None:

@@ -30,8 +30,7 @@ import hmac
 import json
 from typing import Any
 
-from eth_utils.crypto import keccak
-
+from enclave_bridge.crypto import keccak256
 from enclave_bridge.errors import ConfigurationError
 from enclave_bridge.listener_schema import invalid_params
 from enclave_bridge.pool import PoolResult
@@ -123,7 +122,7 @@ def _hash32(value: Any) -> bytes:
 def check_binding(target: EthereumTarget | FabricTarget, request: bytes) -> None:
     """The target's request hash must be the hash of these exact request bytes."""
     if isinstance(target, EthereumTarget):
-        actual = keccak(request)
+        actual = keccak256(request)
     else:
         actual = hashlib.sha256(request).digest()
     if not hmac.compare_digest(actual, target.request_hash):

@@ -69,7 +69,7 @@ from typing import Any
 from enclave_bridge import _pool_worker as wire
 from enclave_bridge.attestation import Attester, SimulatedAttester
 from enclave_bridge.eea import EeaError
-from enclave_bridge.errors import BugError, ConfigurationError, PoolError
+from enclave_bridge.errors import BugError, ConfigurationError, PoolError, StoreError
 from enclave_bridge.identity import SealedIdentity
 from enclave_bridge.processor import (
     EthereumTarget,
@@ -78,7 +78,7 @@ from enclave_bridge.processor import (
     ProcessorPolicy,
     normalise_expected_ids,
 )
-from enclave_bridge.workload_state import SqliteWorkloadStateStore
+from enclave_bridge.workload_state import SqliteWorkloadStateStore, checkpoint_wal
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,9 @@ MAX_START_FAILURES = 3
 # Signing an error result takes milliseconds; this only catches a process
 # that hangs doing it, and is long enough for a loaded machine.
 ERROR_RESULT_CAP_SECONDS = 5.0
+# How often the parent copies the state store's WAL into the database file,
+# so that no pool process stalls a work order doing it.
+CHECKPOINT_INTERVAL_SECONDS = 1.0
 
 Target = EthereumTarget | FabricTarget | OracleTarget | None
 
@@ -239,6 +242,7 @@ class EnclavePool:
         policy: ProcessorPolicy | None = None,
         attester: Attester | None = None,
         clock: Callable[[], float] = time.monotonic,
+        checkpoint_interval: float = CHECKPOINT_INTERVAL_SECONDS,
     ) -> None:
         if not identities:
             raise ConfigurationError(
@@ -258,6 +262,8 @@ class EnclavePool:
         self.default_max_seconds = default_max_seconds
         self.depth = max(1, depth)
         self._clock = clock
+        self._checkpoint_interval = checkpoint_interval
+        self._checkpointer: asyncio.Task[None] | None = None
         self._queue: deque[_Pending] = deque()
         self._processes: list[_Process] = []
         self._records: dict[str, WorkerPublicRecord] = {}
@@ -289,13 +295,28 @@ class EnclavePool:
         except BaseException:
             await self.close()
             raise
+        self._checkpointer = asyncio.ensure_future(self._checkpoints())
         log.info("enclave pool started: %d processes, pids %s", self.size, self.pids())
+
+    async def _checkpoints(self) -> None:
+        """Checkpoint the state store's WAL every interval, in a thread."""
+        while True:
+            await asyncio.sleep(self._checkpoint_interval)
+            try:
+                await asyncio.to_thread(checkpoint_wal, self.state_path)
+            except StoreError as exc:
+                # The processes checkpoint for themselves past the fallback mark.
+                log.warning("workload-state checkpoint failed: %s", exc)
 
     async def close(self) -> None:
         """Stop taking work, let running orders finish briefly, stop every process by PID."""
         if self._closing:
             return
         self._closing = True
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
         for pending in self._queue:
             _reject(
                 pending, PoolError("the enclave pool closed before this work order ran")

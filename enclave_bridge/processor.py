@@ -45,7 +45,6 @@ from typing import Any
 import coincurve
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from eth_utils.crypto import keccak
 
 from enclave_bridge import crypto
 from enclave_bridge.crypto import OaepHash
@@ -345,7 +344,8 @@ class WorkOrderProcessor:
             "id": parsed.jsonrpc_id,
             "result": result.to_json(),
         }
-        size = len(encode_response(response))
+        response_bytes = encode_response(response)
+        size = len(response_bytes)
         limit = self._policy.limits.max_response_bytes
         if size > limit:
             # Never truncate a result: the requester gets a signed error that
@@ -359,7 +359,15 @@ class WorkOrderProcessor:
                 )
             )
         return self._outcome(
-            0, response, request_hash, new_state, opened.worker_id, target, None, plain
+            0,
+            response,
+            request_hash,
+            new_state,
+            opened.worker_id,
+            target,
+            None,
+            plain,
+            response_bytes,
         )
 
     def refusal(
@@ -766,8 +774,10 @@ class WorkOrderProcessor:
         target: AnyTarget | None,
         stage: str | None,
         oracle_result: bytes = b"",
+        response_bytes: bytes | None = None,
     ) -> ProcessOutcome:
-        response_bytes = encode_response(response)
+        if response_bytes is None:
+            response_bytes = encode_response(response)
         signature = None
         if isinstance(target, OracleTarget) and signer is not None:
             signature = sign_eip712(
@@ -775,7 +785,7 @@ class WorkOrderProcessor:
                 target.domain,
                 target.request_id,
                 target.request_hash,
-                keccak(oracle_result),
+                crypto.keccak256(oracle_result),
                 status,
             )
         elif target is not None and signer is not None:
@@ -881,7 +891,7 @@ def result_signature(
             target.domain,
             target.order_key,
             target.request_hash,
-            keccak(response_bytes),
+            crypto.keccak256(response_bytes),
             status,
         )
     return sign_fabric(

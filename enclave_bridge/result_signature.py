@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import coincurve
 from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
-from eth_utils.crypto import keccak
+
+from enclave_bridge.crypto import keccak256
 
 DOMAIN_NAME = "tcbridge WorkOrderRegistry"
 DOMAIN_VERSION = "1"
@@ -41,8 +42,8 @@ RESULT_TYPE = (
     b"WorkOrderResult(bytes32 orderKey,bytes32 requestHash,"
     b"bytes32 responseHash,uint256 status)"
 )
-DOMAIN_TYPEHASH = keccak(DOMAIN_TYPE)
-RESULT_TYPEHASH = keccak(RESULT_TYPE)
+DOMAIN_TYPEHASH = keccak256(DOMAIN_TYPE)
+RESULT_TYPEHASH = keccak256(RESULT_TYPE)
 
 FABRIC_TAG = b"tcbridge/fabric-result/v1"
 
@@ -64,13 +65,13 @@ class EthereumDomain:
 # encoding, checksum, three keccaks) cost about 70 µs per signature here.
 @functools.lru_cache(maxsize=256)
 def _separator(domain: EthereumDomain) -> bytes:
-    return keccak(
+    return keccak256(
         abi_encode(
             ["bytes32", "bytes32", "bytes32", "uint256", "address"],
             [
                 DOMAIN_TYPEHASH,
-                keccak(DOMAIN_NAME.encode()),
-                keccak(DOMAIN_VERSION.encode()),
+                keccak256(DOMAIN_NAME.encode()),
+                keccak256(DOMAIN_VERSION.encode()),
                 domain.chain_id,
                 to_checksum_address(domain.verifying_contract),
             ],
@@ -88,7 +89,7 @@ class FabricDomain:
 
 def order_key(requester: str, work_order_id: bytes) -> bytes:
     """The registry's key for an order: keccak256(abi.encode(sender, id))."""
-    return keccak(abi_encode(["address", "bytes32"], [requester, work_order_id]))
+    return keccak256(abi_encode(["address", "bytes32"], [requester, work_order_id]))
 
 
 def eip712_digest(
@@ -101,7 +102,7 @@ def eip712_digest(
     # abi.encode of four bytes32 and a uint256 is five 32-byte words: built
     # by hand, as eth_abi would (bytes padded right, the integer big-endian),
     # because eth_abi cost about 60 µs of the signature here.
-    struct_hash = keccak(
+    struct_hash = keccak256(
         b"".join(
             (
                 RESULT_TYPEHASH,
@@ -112,7 +113,7 @@ def eip712_digest(
             )
         )
     )
-    return keccak(b"\x19\x01" + domain.separator() + struct_hash)
+    return keccak256(b"\x19\x01" + domain.separator() + struct_hash)
 
 
 def _bytes32(value: bytes) -> bytes:
@@ -179,7 +180,7 @@ def recover_eip712_signer(
 
 def address_of_public_key(uncompressed: bytes) -> str:
     """Ethereum address of a 65-byte uncompressed secp256k1 public key."""
-    return to_checksum_address(keccak(uncompressed[1:])[-20:])
+    return to_checksum_address(keccak256(uncompressed[1:])[-20:])
 
 
 def address_of_private_key(private_key: bytes) -> str:

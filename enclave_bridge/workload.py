@@ -62,7 +62,9 @@ class Workload(Protocol):
     name: str
     stateful: bool
 
-    def run(self, inputs: Sequence[WorkloadInput], ctx: WorkloadContext) -> WorkloadResult: ...
+    def run(
+        self, inputs: Sequence[WorkloadInput], ctx: WorkloadContext
+    ) -> WorkloadResult: ...
 
 
 @dataclass
