@@ -117,6 +117,7 @@ request_claim = Table(
     Column("worker_id", String(64), primary_key=True),
     Column("request_hash", LargeBinary, primary_key=True),
     Column("order_key", String(256), nullable=False),
+    sqlite_with_rowid=False,
 )
 
 

@@ -241,3 +241,32 @@ async def test_stateful_orders_and_their_retries_count_once(
     verdict = verify_response(sent, answer.response, vector_details)
     assert verdict.accepted, verdict.reason
     assert verdict.outputs[0].data == b"Heart disease risk is 47% for 8 people"
+
+
+async def test_parent_checkpoints_the_state_wal(
+    tmp_path: Path, sealed_worker: SealedIdentity, make_order: OrderMaker
+) -> None:
+    """Committed results reach the database file without a pool process checkpointing.
+
+    The processes' own checkpoint mark is far above what a few orders write,
+    so only the parent's periodic checkpoint can have moved the pages.
+    """
+    path = tmp_path / "state.db"
+    async with open_pool(
+        [sealed_worker],
+        PASSPHRASE,
+        path,
+        processes=1,
+        registry=TEST_REGISTRY,
+        checkpoint_interval=0.05,
+    ) as running:
+        before = path.stat().st_size
+        for n in range(10):
+            job, _ = make_order("echo-result", f"order {n}")
+            assert (await running.submit(job)).status == 0
+        for _ in range(200):
+            if path.stat().st_size > before:
+                break
+            await asyncio.sleep(0.05)
+
+        assert path.stat().st_size > before

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
+import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from enclave_bridge.workload_state import (
     StateSnapshot,
     StoredResult,
     WorkloadStateStore,
+    checkpoint_wal,
     execute_once,
 )
 from enclave_bridge.workloads.heart import HeartDiseaseEval
@@ -261,4 +265,46 @@ def test_two_processes_racing_count_each_order_once(tmp_path: Path) -> None:
     store = SqliteWorkloadStateStore(path)
     assert store.load(WORKER, HEART).state == {"totalRisk": 47 * 40, "count": 40}
     assert all(store.result(key) is not None for key in keys)
+    store.close()
+
+
+def test_writers_queue_on_the_writer_flock(tmp_path: Path) -> None:
+    """A commit waits while another holder has the flock, and goes on once it is let go."""
+    path = tmp_path / "state.db"
+    store = SqliteWorkloadStateStore(path)
+    holder = os.open(f"{path}.writer", os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    outcome: list[CommitOutcome] = []
+    writer = threading.Thread(
+        target=lambda: outcome.append(store.commit(_result("queued"), claim=True))
+    )
+    writer.start()
+    writer.join(0.3)
+    still_waiting = writer.is_alive() and store.result("queued") is None
+
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    os.close(holder)
+    writer.join(10)
+
+    assert still_waiting
+    assert outcome == [CommitOutcome.COMMITTED]
+    assert store.result("queued") is not None
+    store.close()
+
+
+def test_checkpoint_moves_the_wal_into_the_database_file(tmp_path: Path) -> None:
+    """checkpoint_wal copies committed pages while the store stays open for writes."""
+    path = tmp_path / "state.db"
+    store = SqliteWorkloadStateStore(path)
+    before = path.stat().st_size
+    for n in range(50):
+        store.commit(_result(f"order-{n}", bytes([n]) * 32), claim=True)
+    assert path.stat().st_size == before  # a WAL this small is not checkpointed
+
+    busy, pages, copied = checkpoint_wal(path)
+
+    assert (busy, copied) == (0, pages) and pages > 0
+    assert path.stat().st_size > before
+    store.commit(_result("after"), claim=True)
+    assert store.result("after") is not None
     store.close()
