@@ -27,12 +27,15 @@ import argparse
 import asyncio
 import json
 import os
+import selectors
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -46,47 +49,78 @@ PASSPHRASE = "bench-only passphrase"
 # --- load generator (a separate process) ------------------------------------------
 
 
-async def _client_run(
+def _client_run(
     host: str, port: int, bodies: list[bytes], clients: int
 ) -> dict[str, object]:
-    queue = list(reversed(bodies))
+    """Closed-loop keep-alive connections on one thread, non-blocking sockets.
+
+    Each request is fully formed bytes (head and body) before the clock
+    starts; per answer the loop reads, finds the end of the head, takes
+    Content-Length and waits for that many bytes. No asyncio and no HTTP
+    library: a third or less of an asyncio client's CPU per request (measured
+    here), which
+    matters because this process shares the two cores with the server.
+    """
+    requests = [
+        (
+            f"POST / HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+        for body in bodies
+    ]
+    requests.reverse()
     latencies: list[float] = []
     errors = 0
+    selector = selectors.DefaultSelector()
+    # Per connection: [socket, bytes received so far, start time].
+    conns: list[list[Any]] = []
+    for _ in range(min(clients, len(requests))):
+        sock = socket.create_connection((host, port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        conns.append([sock, b"", 0.0])
 
-    async def connection() -> None:
-        nonlocal errors
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            while queue:
-                body = queue.pop()
-                head = (
-                    f"POST / HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                    "Content-Type: application/json\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n"
-                ).encode()
-                began = time.perf_counter()
-                writer.write(head + body)
-                headers = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in headers.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                answer = await reader.readexactly(length)
-                latencies.append(time.perf_counter() - began)
-                if b'"result"' not in answer[:64] and b'"result":' not in answer:
-                    errors += 1
-        finally:
-            writer.close()
+    def send(conn: list[Any]) -> None:
+        if not requests:
+            selector.unregister(conn[0])
+            return
+        conn[1], conn[2] = b"", time.perf_counter()
+        conn[0].sendall(requests.pop())
 
     start = time.perf_counter()
-    await asyncio.gather(*(connection() for _ in range(clients)))
+    for conn in conns:
+        selector.register(conn[0], selectors.EVENT_READ, conn)
+        send(conn)
+    while selector.get_map():
+        for key, _ in selector.select():
+            conn = key.data
+            chunk = conn[0].recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("the listener closed a connection")
+            conn[1] += chunk
+            head_end = conn[1].find(b"\r\n\r\n")
+            if head_end < 0:
+                continue
+            head = conn[1][:head_end].lower()
+            at = head.find(b"content-length:")
+            length = int(head[at + 15 : head.find(b"\r\n", at)]) if at >= 0 else 0
+            if len(conn[1]) < head_end + 4 + length:
+                continue
+            latencies.append(time.perf_counter() - conn[2])
+            answer = conn[1][head_end + 4 :]
+            if b'"result":' not in answer:
+                errors += 1
+            send(conn)
     elapsed = time.perf_counter() - start
+    for conn in conns:
+        conn[0].close()
     return {
         "requests": len(latencies),
         "seconds": elapsed,
         "errors": errors,
         "latencies": latencies,
-        "cpu": time.process_time(),
     }
 
 
@@ -99,7 +133,10 @@ def client_main(args: argparse.Namespace) -> int:
         offset += 4 + size
     print("ready", flush=True)
     sys.stdin.readline()
-    result = asyncio.run(_client_run(args.host, args.port, bodies, args.clients))
+    cpu = time.process_time()
+    result = _client_run(args.host, args.port, bodies, args.clients)
+    # The run's own CPU: start-up and reading the bodies came before "go".
+    result["cpu"] = time.process_time() - cpu
     print(json.dumps(result), flush=True)
     return 0
 
