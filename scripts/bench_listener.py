@@ -57,9 +57,9 @@ def _client_run(
     Each request is fully formed bytes (head and body) before the clock
     starts; per answer the loop reads, finds the end of the head, takes
     Content-Length and waits for that many bytes. No asyncio and no HTTP
-    library: a third or less of an asyncio client's CPU per request (measured
-    here), which
-    matters because this process shares the two cores with the server.
+    library: a third or less of an asyncio client's CPU per request
+    (measured here), which matters because this process shares the two
+    cores with the server.
     """
     requests = [
         (
