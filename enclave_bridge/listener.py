@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -58,10 +57,17 @@ from typing import Any, Protocol
 import aiohttp
 from aiohttp import web
 
-from enclave_bridge.eea import EeaError, Limits, WorkOrderStatus, parse_request
+from enclave_bridge.eea import (
+    EeaError,
+    Limits,
+    LoadedRequest,
+    WorkOrderStatus,
+    parse_request,
+)
 from enclave_bridge.errors import (
     ConfigurationError,
     PoolError,
+    StoreError,
     WorkOrderError,
 )
 from enclave_bridge.identity import verify_encryption_key_signature
@@ -96,8 +102,13 @@ WORKER_STATUSES = (1, 2, 3, 4)  # active, offline, decommissioned, compromised
 TEE_WORKER_TYPE = 1
 # Bound on what a notifyUri answer may make us read.
 NOTIFY_READ_BYTES = 64 * 1024
-# Finished answers wait this long to be written together (see _schedule_flush).
+# Answers are written to the book together, at most this late (_schedule_flush).
 FLUSH_DELAY_S = 0.02
+# A call whose order is not yet written waits at most this long for the
+# write: a few orders share each commit, and the caller barely notices.
+DURABLE_FLUSH_DELAY_S = 0.003
+# More buffered orders and answers than this are written at once.
+FLUSH_BATCH = 256
 PROXY_FIELDS = ("tcbridgeRequest", "tcbridgeTarget", "tcbridgeOrderKey")
 EXTENSION_VERSION = 1
 
@@ -210,9 +221,11 @@ class EeaListener:
         # Running orders per requesterId (lower case; "" for bridge orders).
         self._per_requester: dict[str, int] = {}
         self._receipts = ReceiptDesk(book, self._known_worker)
-        # Answers not yet written to the book, by key; see _schedule_flush.
-        self._finished: dict[str, tuple[int, bytes, str | None]] = {}
+        # The book's next write (see _schedule_flush) and what waits for it.
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_at = 0.0
+        self._flushed: asyncio.Future[None] | None = None
+        self._closing = False
         self._methods: dict[str, Handler] = {
             "WorkerLookUp": self._worker_lookup,
             "WorkerLookUpNext": self._worker_lookup,
@@ -276,6 +289,7 @@ class EeaListener:
         """Stop running orders (they resume on the next start) and notifications."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
+        self._closing = True
         self._flush()
         tasks = [*self._running.values(), *self._notifications]
         for task in tasks:
@@ -544,7 +558,9 @@ class EeaListener:
             return await self._proxy_submit(call, request)
 
         try:
-            parsed = parse_request(dict(call.params), self._limits)
+            # The envelope as decoded: its size was checked as the body arrived,
+            # so the request is not encoded again to measure it.
+            parsed = parse_request(LoadedRequest(call.document), self._limits)
         except WorkOrderError as exc:
             raise RpcFailure(
                 exc.code, str(exc), work_order_id=_short(call.params.get("workOrderId"))
@@ -651,34 +667,54 @@ class EeaListener:
         return answer
 
     def _order(self, key: str) -> OrderRow | None:
-        """The book's row, with an answer still waiting for its write."""
-        row = self.book.order(key)
-        waiting = self._finished.get(key)
-        if row is None or waiting is None:
-            return row
-        status, response, extension = waiting
-        return dataclasses.replace(
-            row, state="done", status=status, response=response, extension=extension
-        )
+        return self.book.order(key)
 
-    def _schedule_flush(self) -> None:
-        """Write finished answers in batches: one commit per batch, not per order.
+    def _schedule_flush(self, delay: float = FLUSH_DELAY_S) -> None:
+        """Write the book's buffer within ``delay``: one commit for many orders.
 
         An answer lost with the process before its write is not lost work:
         the order is still pending in the book, the next start hands it to the
         pool again, and the pool answers the committed result of its order key.
+        An order's own row is written before any call about it is answered
+        (:meth:`_durable`), so an accepted order survives a crash.
         """
-        if self._flush_timer is None:
-            loop = asyncio.get_running_loop()
-            self._flush_timer = loop.call_later(FLUSH_DELAY_S, self._flush)
+        loop = asyncio.get_running_loop()
+        if self.book.buffered() >= FLUSH_BATCH:
+            delay = 0.0
+        due = loop.time() + delay
+        if self._flush_timer is not None:
+            if self._flush_at <= due:
+                return
+            self._flush_timer.cancel()
+        self._flush_at = due
+        self._flush_timer = loop.call_at(due, self._flush)
 
     def _flush(self) -> None:
         self._flush_timer = None
-        if not self._finished:
+        waiters, self._flushed = self._flushed, None
+        try:
+            self.book.flush()
+        except StoreError as exc:
+            log.error("listener: %s; retrying", exc)
+            if waiters is not None:
+                waiters.set_exception(exc)
+            if not self._closing:
+                self._schedule_flush()
             return
-        done = [(key, *answer) for key, answer in self._finished.items()]
-        self.book.finish_orders(done)
-        self._finished.clear()
+        if waiters is not None:
+            waiters.set_result(None)
+
+    async def _durable(self, key: str) -> None:
+        """Return once the order's row is in the book's database."""
+        if self.book.written(key):
+            return
+        if self._flushed is None:
+            self._flushed = asyncio.get_running_loop().create_future()
+            # A flush that fails with no call left waiting is logged, not raised.
+            self._flushed.add_done_callback(_consume)
+        flushed = self._flushed
+        self._schedule_flush(DURABLE_FLUSH_DELAY_S)
+        await asyncio.shield(flushed)
 
     def _check_capacity(self, requester_id: str, work_order_id: str) -> None:
         """Refuse with BUSY rather than queue without bound.
@@ -741,7 +777,7 @@ class EeaListener:
         extension = None
         if job.target is not None:
             extension = json.dumps(proxy_extension(result))
-        self._finished[row.key] = (result.status, result.response_bytes, extension)
+        self.book.finish_order(row.key, result.status, result.response_bytes, extension)
         self._schedule_flush()
         log.info(
             "direct work order %s finished with status %d",
@@ -760,19 +796,24 @@ class EeaListener:
         wait_s: float,
     ) -> Answer:
         wait_s = min(wait_s, self.settings.max_sync_wait_s)
+        done: set[asyncio.Task[PoolResult]] = set()
         if task is not None and wait_s > 0:
             done, _ = await asyncio.wait({task}, timeout=wait_s)
-            if task in done and task.exception() is not None:
+        # The answer is what is known now; it goes out once the order it is
+        # about would survive a crash.
+        stored = self._order(row.key)
+        await self._durable(row.key)
+        if task is not None and task in done:
+            if task.exception() is not None:
                 raise RpcFailure(
                     EeaError.UNKNOWN_ERROR,
                     "the enclave pool could not run the work order; it will be "
                     "retried, ask WorkOrderGetResult later",
                     work_order_id=row.work_order_id,
                 )
-            if task in done and row.request == call.raw and row.target is None:
+            if row.request == call.raw and row.target is None:
                 # The pool answered this very body: its bytes carry this call's id.
                 return task.result().response_bytes
-        stored = self._order(row.key)
         if stored is not None and stored.state == "done":
             if stored.request == call.raw and stored.response and not stored.extension:
                 return stored.response
@@ -944,9 +985,9 @@ def _stored_answer(call: RpcCall, stored: OrderRow) -> dict[str, Any]:
     return answer
 
 
-def _consume(task: asyncio.Task[PoolResult]) -> None:
-    if not task.cancelled():
-        task.exception()
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _too_large(size: int, limit: int) -> RpcFailure:

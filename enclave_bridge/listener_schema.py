@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from yarl import URL
@@ -71,6 +71,8 @@ class RpcCall:
     params: Mapping[str, Any]
     # The body as received (WorkOrderSubmit hands it to the pool unchanged).
     raw: bytes = b""
+    # The body decoded: the JSON-RPC object params came from.
+    document: Mapping[str, Any] = field(default_factory=dict)
 
 
 def invalid_params(message: str, work_order_id: str | None = None) -> RpcFailure:
@@ -120,7 +122,9 @@ def parse_envelope(raw: bytes) -> RpcCall:
     if not isinstance(params, dict):
         raise _bad_envelope('"params" must be a JSON object', work_order_id, rpc_id)
 
-    return RpcCall(method=method, rpc_id=rpc_id, params=params, raw=raw)
+    return RpcCall(
+        method=method, rpc_id=rpc_id, params=params, raw=raw, document=document
+    )
 
 
 def _peek_work_order_id(document: Mapping[str, Any]) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -517,3 +518,28 @@ async def test_other_methods_and_paths(
 
     assert document["error"]["code"] == EeaError.INVALID_PARAMETER
     assert "POST JSON-RPC to /" in document["error"]["message"]
+
+
+async def test_an_order_is_written_before_any_answer_about_it(
+    tmp_path: Path, sealed_worker: SealedIdentity, vector_details: WorkerDetails
+) -> None:
+    """The book writes behind, yet a submitted order is on disk when its answer arrives.
+
+    Both for a synchronous result and for a "scheduled" answer: a listener
+    that crashed right after answering would still resume or serve it.
+    """
+    async with run_listener(tmp_path, sealed_worker) as h:
+        for timeout_ms, expect in ((60_000, "result"), (0, "error")):
+            sent = build_work_order(
+                vector_details, "echo-result", [b"durable"], timeout_msecs=timeout_ms
+            )
+            work_order_id = sent.request["params"]["workOrderId"]
+            answer = await h.call("WorkOrderSubmit", sent.request["params"])
+            with sqlite3.connect(tmp_path / "listener.db") as other:
+                on_disk = other.execute(
+                    "SELECT work_order_id FROM orders WHERE key = ?",
+                    (f"wo:{work_order_id.lower()}",),
+                ).fetchall()
+
+            assert expect in answer
+            assert on_disk == [(work_order_id,)]
