@@ -128,7 +128,7 @@ class OrderBook:
 
         False when its key is already known, written or not.
         """
-        if row.key in self._unwritten or self._select(row.key) is not None:
+        if row.key in self._unwritten or self._known(row.key):
             return False
         self._unwritten[row.key] = (row, time.time())
         return True
@@ -209,6 +209,11 @@ class OrderBook:
         return dataclasses.replace(
             row, state="done", status=status, response=response, extension=extension
         )
+
+    def _known(self, key: str) -> bool:
+        # Not _select: reading the request and answer blobs cost 3-4 times more.
+        found = self._db.execute("SELECT 1 FROM orders WHERE key=?", (key,))
+        return found.fetchone() is not None
 
     def _select(self, key: str) -> OrderRow | None:
         row = self._db.execute(
