@@ -801,19 +801,21 @@ class EeaListener:
             done, _ = await asyncio.wait({task}, timeout=wait_s)
         # The answer is what is known now; it goes out once the order it is
         # about would survive a crash.
+        finished = task if task is not None and task in done else None
+        if finished is not None and finished.exception() is not None:
+            await self._durable(row.key)
+            raise RpcFailure(
+                EeaError.UNKNOWN_ERROR,
+                "the enclave pool could not run the work order; it will be "
+                "retried, ask WorkOrderGetResult later",
+                work_order_id=row.work_order_id,
+            )
+        if finished is not None and row.request == call.raw and row.target is None:
+            # The pool answered this very body: its bytes carry this call's id.
+            await self._durable(row.key)
+            return finished.result().response_bytes
         stored = self._order(row.key)
         await self._durable(row.key)
-        if task is not None and task in done:
-            if task.exception() is not None:
-                raise RpcFailure(
-                    EeaError.UNKNOWN_ERROR,
-                    "the enclave pool could not run the work order; it will be "
-                    "retried, ask WorkOrderGetResult later",
-                    work_order_id=row.work_order_id,
-                )
-            if row.request == call.raw and row.target is None:
-                # The pool answered this very body: its bytes carry this call's id.
-                return task.result().response_bytes
         if stored is not None and stored.state == "done":
             if stored.request == call.raw and stored.response and not stored.extension:
                 return stored.response

@@ -154,6 +154,9 @@ class OrderBook:
         """
         if not self._unwritten and not self._answers:
             return
+        # An order answered before its first write goes in answered: one row
+        # write instead of an insert and an update of the same row.
+        absent = (None, None, None, None)
         inserts = [
             (
                 row.key,
@@ -164,13 +167,17 @@ class OrderBook:
                 row.verifying_key,
                 row.target,
                 row.max_seconds,
+                "pending" if answer is absent else "done",
+                *answer,
                 created,
             )
             for row, created in self._unwritten.values()
+            for answer in (self._answers.get(row.key, absent),)
         ]
         updates = [
             (status, response, extension, finished, key)
             for key, (status, response, extension, finished) in self._answers.items()
+            if key not in self._unwritten
         ]
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -178,7 +185,8 @@ class OrderBook:
                 self._db.executemany(
                     "INSERT INTO orders (key, work_order_id, request, request_sha256,"
                     " requester_id, verifying_key, target, max_seconds, state,"
-                    " created) VALUES (?,?,?,?,?,?,?,?, 'pending', ?)",
+                    " status, response, extension, finished, created)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     inserts,
                 )
                 self._db.executemany(
