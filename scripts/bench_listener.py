@@ -1,6 +1,6 @@
 """The EEA listener's throughput against the pool it fronts (``scripts/bench-listener``).
 
-Each round (``--rounds``, default 3) makes two measurements on the same
+Each round (``--rounds``, default 5) makes two measurements on the same
 pool:
 
 1. **Pool**: ``echo-result`` work orders submitted straight to the pool
@@ -346,7 +346,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--orders", type=int, default=2000, help="work orders per run")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="listener_ratio is the median of rounds"
+        "--rounds", type=int, default=5, help="listener_ratio is the median of rounds"
     )
     parser.add_argument("--clients", type=int, default=16, help="orders in flight")
     parser.add_argument("--processes", type=int, default=None, help="pool processes")
