@@ -199,7 +199,7 @@ def test_execute_once_copied_request_is_answered_duplicate(
 
 
 def test_execute_once_reruns_on_conflict(store: WorkloadStateStore) -> None:
-    """When another commit lands between load and commit, the order re-runs on new state."""
+    """When a writer that ignores the state lock commits between load and commit, the order re-runs."""
     sneaked = False
     inner = heart_executor(b"1" * 32)
 
@@ -209,13 +209,15 @@ def test_execute_once_reruns_on_conflict(store: WorkloadStateStore) -> None:
         nonlocal sneaked
         if not sneaked:
             sneaked = True
-            execute_once(
-                store,
-                worker_id=WORKER,
-                order_key="other",
+            current = store.load(WORKER, HEART)
+            other = heart_executor(b"2" * 32)(current, lambda _: True)
+            assert other.new_state is not None
+            store.commit(
+                StoredResult("other", WORKER, 0, other.response, b"2" * 32),
+                claim=True,
                 workload=HEART,
-                stateful=True,
-                execute=heart_executor(b"2" * 32),
+                expected_version=current.version,
+                new_state=other.new_state,
             )
         return inner(snapshot, claim)
 
@@ -307,4 +309,36 @@ def test_checkpoint_moves_the_wal_into_the_database_file(tmp_path: Path) -> None
     assert path.stat().st_size > before
     store.commit(_result("after"), claim=True)
     assert store.result("after") is not None
+    store.close()
+
+
+def _run_one_heart_order(path: str) -> None:
+    store = SqliteWorkloadStateStore(path, create=False)
+    execute_once(
+        store,
+        worker_id=WORKER,
+        order_key="waiting",
+        workload=HEART,
+        stateful=True,
+        execute=heart_executor(b"w" * 32),
+    )
+    store.close()
+
+
+def test_state_lock_holds_back_another_process(tmp_path: Path) -> None:
+    """While one process holds a state's lock, another's order on that state waits."""
+    path = tmp_path / "state.db"
+    store = SqliteWorkloadStateStore(path)
+    other = multiprocessing.get_context("spawn").Process(
+        target=_run_one_heart_order, args=(str(path),)
+    )
+    with store.state_lock(WORKER, HEART):
+        other.start()
+        other.join(2)
+        held_back = other.is_alive() and store.result("waiting") is None
+    other.join(60)
+
+    assert held_back
+    assert other.exitcode == 0
+    assert store.load(WORKER, HEART).state == {"totalRisk": 47, "count": 1}
     store.close()
