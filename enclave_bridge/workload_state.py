@@ -668,69 +668,60 @@ def execute_once(
     ``on_start(request_hash)`` is called just before the workload would run
     (the audit log hooks in there).
     """
-    if not (stateful and workload):
-        return _execute_once(
-            store, worker_id, order_key, workload, False, execute, on_start
-        )
-    with store.state_lock(worker_id, workload):
-        return _execute_once(
-            store, worker_id, order_key, workload, True, execute, on_start
-        )
-
-
-def _execute_once(
-    store: WorkloadStateStore,
-    worker_id: str,
-    order_key: str,
-    workload: str | None,
-    stateful: bool,
-    execute: Executor,
-    on_start: Callable[[bytes], None] | None,
-) -> Outcome:
-    duplicate = False
-    for attempt in range(MAX_CONFLICT_RERUNS):
-        stored = store.result(order_key)
-        if stored is not None:
-            return Outcome(result=stored, executed=False, reruns=attempt)
-
-        snapshot = store.load(worker_id, workload) if stateful and workload else None
-        claimed: list[bytes] = []
-
-        def claim_request(
-            request_hash: bytes, _dup: bool = duplicate, _claimed: list[bytes] = claimed
-        ) -> bool:
-            if _dup:
-                return False
-            owner = store.claimed_by(worker_id, request_hash)
-            if owner not in (None, order_key):
-                return False
-            _claimed.append(request_hash)
-            if on_start is not None:
-                on_start(request_hash)
-            return True
-
-        run = execute(snapshot, claim_request)
-        result = StoredResult(
-            order_key=order_key,
-            worker_id=worker_id,
-            status=run.status,
-            response=run.response,
-            request_hash=run.request_hash,
-            result_signature=run.result_signature,
-        )
-        new_state = run.new_state if snapshot is not None else None
-        outcome = store.commit(
-            result,
-            claim=run.request_hash is not None and run.request_hash in claimed,
-            workload=workload,
-            expected_version=snapshot.version if snapshot is not None else 0,
-            new_state=new_state,
-        )
-        if outcome is CommitOutcome.COMMITTED:
-            return Outcome(result=result, executed=bool(claimed), reruns=attempt)
-        if outcome is CommitOutcome.DUPLICATE:
-            duplicate = True
-    raise StoreError(
-        f"work order {order_key}: state kept changing under {MAX_CONFLICT_RERUNS} "
-        "runs; too many pool processes may be serving one stateful workload"
+    lock: contextlib.AbstractContextManager[None] = (
+        store.state_lock(worker_id, workload)
+        if stateful and workload
+        else contextlib.nullcontext()
     )
+    with lock:
+        duplicate = False
+        for attempt in range(MAX_CONFLICT_RERUNS):
+            stored = store.result(order_key)
+            if stored is not None:
+                return Outcome(result=stored, executed=False, reruns=attempt)
+
+            snapshot = (
+                store.load(worker_id, workload) if stateful and workload else None
+            )
+            claimed: list[bytes] = []
+
+            def claim_request(
+                request_hash: bytes,
+                _dup: bool = duplicate,
+                _claimed: list[bytes] = claimed,
+            ) -> bool:
+                if _dup:
+                    return False
+                owner = store.claimed_by(worker_id, request_hash)
+                if owner not in (None, order_key):
+                    return False
+                _claimed.append(request_hash)
+                if on_start is not None:
+                    on_start(request_hash)
+                return True
+
+            run = execute(snapshot, claim_request)
+            result = StoredResult(
+                order_key=order_key,
+                worker_id=worker_id,
+                status=run.status,
+                response=run.response,
+                request_hash=run.request_hash,
+                result_signature=run.result_signature,
+            )
+            new_state = run.new_state if snapshot is not None else None
+            outcome = store.commit(
+                result,
+                claim=run.request_hash is not None and run.request_hash in claimed,
+                workload=workload,
+                expected_version=snapshot.version if snapshot is not None else 0,
+                new_state=new_state,
+            )
+            if outcome is CommitOutcome.COMMITTED:
+                return Outcome(result=result, executed=bool(claimed), reruns=attempt)
+            if outcome is CommitOutcome.DUPLICATE:
+                duplicate = True
+        raise StoreError(
+            f"work order {order_key}: state kept changing under {MAX_CONFLICT_RERUNS} "
+            "runs; too many pool processes may be serving one stateful workload"
+        )

@@ -312,25 +312,12 @@ def test_checkpoint_moves_the_wal_into_the_database_file(tmp_path: Path) -> None
     store.close()
 
 
-def _run_one_heart_order(path: str) -> None:
-    store = SqliteWorkloadStateStore(path, create=False)
-    execute_once(
-        store,
-        worker_id=WORKER,
-        order_key="waiting",
-        workload=HEART,
-        stateful=True,
-        execute=heart_executor(b"w" * 32),
-    )
-    store.close()
-
-
 def test_state_lock_holds_back_another_process(tmp_path: Path) -> None:
     """While one process holds a state's lock, another's order on that state waits."""
     path = tmp_path / "state.db"
     store = SqliteWorkloadStateStore(path)
     other = multiprocessing.get_context("spawn").Process(
-        target=_run_one_heart_order, args=(str(path),)
+        target=_race, args=(str(path), ["waiting"])
     )
     with store.state_lock(WORKER, HEART):
         other.start()
