@@ -51,7 +51,7 @@ from aiohttp import web
 from enclave_bridge.eea import _shallow
 from enclave_bridge.errors import ConfigurationError, PoolError, TcbridgeError
 from enclave_bridge.listener import WorkOrderBackend
-from enclave_bridge.listener_schema import url_allowed
+from enclave_bridge.listener_schema import body_encoding, url_allowed
 from enclave_bridge.pool import PoolJob, PoolResult
 from enclave_bridge.requester import (
     SentWorkOrder,
@@ -71,6 +71,7 @@ ERRORS: dict[str, int] = {
     "ResponseURLNotAllowed": 403,
     "UnknownWorker": 404,
     "PayloadTooLarge": 413,
+    "UnsupportedEncoding": 415,
     "WorkOrderRefused": 422,
     "InternalError": 500,
     "ResponseUnverified": 502,
@@ -272,6 +273,13 @@ class ChainlinkAdapter:
             )
 
     async def _read_json(self, request: web.Request) -> dict[str, Any]:
+        encoding = body_encoding(request.headers)
+        if encoding is not None:
+            raise AdapterError(
+                "UnsupportedEncoding",
+                f"Content-Encoding {encoding[:32]!r} is not accepted: send the body "
+                "uncompressed",
+            )
         limit = self.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise AdapterError(

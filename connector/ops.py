@@ -114,7 +114,9 @@ async def serve_ops(
     app = make_app(snapshot)
     if extra is not None:
         app.add_subapp(extra_prefix, extra)
-    runner = web.AppRunner(app, access_log=None)
+    # No decompression of request bodies (enclave_bridge.listener_schema's
+    # body_encoding says why); the adapter mounted here refuses encoded bodies.
+    runner = web.AppRunner(app, access_log=None, auto_decompress=False)
     await runner.setup()
     site = web.TCPSite(runner, host or "127.0.0.1", int(port or 0))
     await site.start()

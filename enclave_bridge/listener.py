@@ -81,10 +81,13 @@ from enclave_bridge.listener_receipts import ReceiptDesk
 from enclave_bridge.listener_schema import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
+    JSONRPC_CODE_FOR_EEA,
     METHOD_NOT_FOUND,
     SCHEMAS,
+    SERVER_ERROR,
     RpcCall,
     RpcFailure,
+    body_encoding,
     check_params,
     invalid_params,
     parse_envelope,
@@ -339,6 +342,14 @@ class EeaListener:
         rpc_id: int | str | None = None
         call: RpcCall | None = None
         try:
+            encoding = body_encoding(request.headers)
+            if encoding is not None:
+                raise RpcFailure(
+                    EeaError.INVALID_PARAMETER,
+                    f"Content-Encoding {encoding[:32]!r} is not accepted: send the "
+                    "JSON-RPC body uncompressed",
+                    jsonrpc_code=INVALID_REQUEST,
+                )
             raw = await self._read_body(request)
             call = parse_envelope(raw)
             rpc_id = call.rpc_id
@@ -566,6 +577,13 @@ class EeaListener:
                 exc.code, str(exc), work_order_id=_short(call.params.get("workOrderId"))
             ) from None
         work_order_id = parsed.work_order_id
+        # Avalon's clients send a notifyUri (" " when they have none), so one
+        # off the allow-list is not a reason to refuse the order: it is never
+        # called, and a "scheduled" answer says so.
+        notify_uri = (parsed.notify_uri or "").strip() or None
+        unnotified = notify_uri is not None and not url_allowed(
+            notify_uri, self.settings.url_allowlist
+        )
         self._check_capacity(parsed.requester_id.lower(), work_order_id)
         status = self._worker_status.get(parsed.worker_id.lower())
         if status is not None and status != WORKER_ACTIVE:
@@ -602,8 +620,19 @@ class EeaListener:
                 work_order_id,
             )
         self.stats.orders_submitted += 1
-        task = self._launch(row, None, parsed.notify_uri)
-        return await self._answer_when_done(call, task, row, timeout_ms / 1000)
+        task = self._launch(row, None, notify_uri)
+        return await self._answer_when_done(
+            call,
+            task,
+            row,
+            timeout_ms / 1000,
+            scheduled_note=(
+                "; notifyUri is not on this listener's URL allow-list and will "
+                "not be called: poll WorkOrderGetResult"
+                if unnotified
+                else ""
+            ),
+        )
 
     async def _proxy_submit(self, call: RpcCall, request: web.Request) -> Answer:
         self._check_token(
@@ -794,6 +823,8 @@ class EeaListener:
         task: asyncio.Task[PoolResult] | None,
         row: OrderRow,
         wait_s: float,
+        *,
+        scheduled_note: str = "",
     ) -> Answer:
         wait_s = min(wait_s, self.settings.max_sync_wait_s)
         done: set[asyncio.Task[PoolResult]] = set()
@@ -822,7 +853,8 @@ class EeaListener:
             return _stored_answer(call, stored)
         raise RpcFailure(
             WorkOrderStatus.SCHEDULED,
-            "work order scheduled; ask WorkOrderGetResult for its result",
+            "work order scheduled; ask WorkOrderGetResult for its result"
+            + scheduled_note,
             work_order_id=row.work_order_id or None,
         )
 
@@ -918,7 +950,8 @@ async def serve_listener(
     """Start the listener and its HTTP server; yields the base URL (127.0.0.1 by default)."""
     host, _, port = listen.rpartition(":")
     await listener.start()
-    runner = web.AppRunner(listener.app(), access_log=None)
+    # No decompression: see body_encoding.
+    runner = web.AppRunner(listener.app(), access_log=None, auto_decompress=False)
     try:
         await runner.setup()
         site = web.TCPSite(runner, host or "127.0.0.1", int(port or 0))
@@ -968,9 +1001,13 @@ def _generic(
 
 
 def _error_body(rpc_id: int | str | None, failure: RpcFailure) -> dict[str, Any]:
-    data: dict[str, Any] = {"workOrderId": failure.work_order_id}
-    if failure.jsonrpc_code is not None:
-        data["jsonrpcCode"] = failure.jsonrpc_code
+    jsonrpc_code = failure.jsonrpc_code
+    if jsonrpc_code is None:
+        jsonrpc_code = JSONRPC_CODE_FOR_EEA.get(failure.code, SERVER_ERROR)
+    data: dict[str, Any] = {
+        "workOrderId": failure.work_order_id,
+        "jsonrpcCode": jsonrpc_code,
+    }
     return {
         "jsonrpc": "2.0",
         "id": rpc_id,

@@ -30,6 +30,15 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
+# JSON-RPC's range for errors an implementation defines: here, an EEA status
+# (pending, scheduled, busy) or a refusal that is not about the parameters.
+SERVER_ERROR = -32000
+# The JSON-RPC code a refusal carries when it names none itself.
+JSONRPC_CODE_FOR_EEA = {
+    int(EeaError.INVALID_PARAMETER): INVALID_PARAMS,
+    int(EeaError.INVALID_SIGNATURE): INVALID_PARAMS,
+    int(EeaError.UNKNOWN_ERROR): INTERNAL_ERROR,
+}
 
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
 _B64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
@@ -325,3 +334,15 @@ def url_allowed(url: str, allowlist: tuple[str, ...] | list[str]) -> bool:
         elif host == entry.strip("[]"):
             return True
     return False
+
+
+def body_encoding(headers: Mapping[str, str]) -> str | None:
+    """The request's Content-Encoding when it is not identity, else None.
+
+    The servers run with aiohttp's decompression off and refuse encoded
+    bodies: a 200 KB gzip body inflates to 200 MB, at the cost of the one
+    event loop every caller shares, before any size check or token check
+    could refuse it.
+    """
+    encoding = headers.get("Content-Encoding", "").strip().lower()
+    return None if encoding in ("", "identity") else encoding

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
 from collections.abc import AsyncIterator
@@ -394,3 +395,19 @@ async def test_pool_failures_are_named(
     )
     assert patched["error"].startswith(name)
     assert patched["value"] is None
+
+
+async def test_compressed_body_is_refused_unread(adapter: Adapter) -> None:
+    """A gzip body (here a 64 MiB bomb of 64 KiB) is refused as UnsupportedEncoding.
+
+    The server does not decompress: the refusal names the encoding, and the
+    adapter keeps answering.
+    """
+    bomb = gzip.compress(b'{"id": "bomb", "data": {"input": "' + b"x" * (64 << 20))
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Encoding": "gzip"}
+    async with adapter.http.post(adapter.url, data=bomb, headers=headers) as answer:
+        assert answer.status == 415
+        assert (await answer.json())["error"]["name"] == "UnsupportedEncoding"
+
+    status, after = await adapter.post({"id": "after-bomb", "data": {}})
+    assert status == 400 and after["error"]["name"] == "InvalidInput"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
 import sqlite3
@@ -543,3 +544,58 @@ async def test_an_order_is_written_before_any_answer_about_it(
 
             assert expect in answer
             assert on_disk == [(work_order_id,)]
+
+
+async def test_compressed_body_is_refused_unread(harness: Harness) -> None:
+    """A gzip body (a 64 MiB bomb of 64 KiB) is refused by its Content-Encoding, not inflated."""
+    bomb = gzip.compress(
+        b'{"jsonrpc":"2.0","id":1,"method":"WorkerLookUp","params":{"pad":"'
+        + b"x" * (64 << 20)
+    )
+    answer = await harness.post_raw(bomb, **{"Content-Encoding": "gzip"})
+
+    assert answer["error"]["code"] == EeaError.INVALID_PARAMETER
+    assert answer["error"]["data"]["jsonrpcCode"] == -32600
+    assert "Content-Encoding 'gzip' is not accepted" in answer["error"]["message"]
+    lookup = await harness.call("WorkerLookUp", {"workerType": 1})
+    assert WORKER_ID in lookup["result"]["ids"]
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "token", "jsonrpc_code"),
+    [
+        ("WorkOrderSubmit", {}, None, -32602),
+        ("WorkerSetStatus", {"workerId": "aa", "status": 2}, None, -32000),
+        ("WorkOrderGetResult", {"workOrderId": "ab" * 32}, None, -32602),
+    ],
+    ids=["submit-invalid", "admin-without-token", "unknown-order"],
+)
+async def test_every_refusal_names_a_jsonrpc_code(
+    harness: Harness,
+    method: str,
+    params: dict[str, Any],
+    token: str | None,
+    jsonrpc_code: int,
+) -> None:
+    """data.jsonrpcCode is in every refusal, as the README promises."""
+    answer = await harness.call(method, params, token=token)
+    assert answer["error"]["data"]["jsonrpcCode"] == jsonrpc_code
+
+
+async def test_scheduled_answer_says_an_off_list_notify_uri_is_not_called(
+    harness: Harness, vector_details: WorkerDetails
+) -> None:
+    """Avalon sends notifyUri freely, so the order runs; a "scheduled" answer says no call will come."""
+    async with run_catcher() as stranger:
+        sent = build_work_order(
+            vector_details,
+            "echo-result",
+            [b"n"],
+            notify_uri=stranger.url + "notify",
+            timeout_msecs=0,
+        )
+        answer = await harness.call("WorkOrderSubmit", sent.request["params"])
+        assert answer["error"]["code"] == WorkOrderStatus.SCHEDULED
+        assert "will not be called" in answer["error"]["message"]
+        await asyncio.sleep(0.3)
+        assert stranger.seen == []
