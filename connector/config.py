@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from enclave_bridge.eea import Limits
 from enclave_bridge.errors import ConfigurationError
 
 SECRET_NAMES = {
@@ -85,6 +86,13 @@ class LimitsSection:
     max_request_bytes: int = 65_536
     max_result_bytes: int = 65_536
     max_in_flight_per_requester: int = 64
+
+    def work_order_limits(self) -> Limits:
+        """The caps the pool applies to one work order (and the listener with it)."""
+        return Limits(
+            max_request_bytes=self.max_request_bytes,
+            max_response_bytes=self.max_result_bytes,
+        )
 
 
 @dataclass
@@ -253,10 +261,8 @@ def _apply(
     hints = typing.get_type_hints(type(section))
     known = {f.name for f in dataclasses.fields(section)}
     for key in values:
-        if (
-            key in SECRET_NAMES
-            or (key.endswith("_key")
-            and not key.endswith("_key_file"))
+        if key in SECRET_NAMES or (
+            key.endswith("_key") and not key.endswith("_key_file")
         ):
             raise ConfigurationError(
                 f"[{name}] {key}: secrets do not belong in the configuration file;"

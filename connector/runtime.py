@@ -13,7 +13,6 @@ from connector.deploy import Deployment
 from connector.ethereum.rpc import JsonRpcClient
 from connector.fabric.bridge import FabricBridge
 from connector.store import open_store
-from enclave_bridge.eea import Limits
 from enclave_bridge.errors import ConfigurationError
 from enclave_bridge.identity import SealedIdentity, load_sealed
 from enclave_bridge.pool import open_pool
@@ -156,10 +155,7 @@ async def open_bridge(config: Config) -> AsyncIterator[EthereumBridge]:
     policy = ProcessorPolicy(
         allow_sha1_oaep=config.pool.allow_sha1_oaep,
         allow_iv_reuse=config.pool.allow_iv_reuse,
-        limits=Limits(
-            max_request_bytes=config.limits.max_request_bytes,
-            max_response_bytes=config.limits.max_result_bytes,
-        ),
+        limits=config.limits.work_order_limits(),
     )
     async with (
         open_store(database_url(config)) as store,
@@ -172,6 +168,8 @@ async def open_bridge(config: Config) -> AsyncIterator[EthereumBridge]:
             audit_log=folder / "pool-audit.log",
             policy=policy,
         ) as pool,
-        JsonRpcClient(config.ethereum.rpc_url, timeout_s=config.ethereum.rpc_timeout_s) as rpc,
+        JsonRpcClient(
+            config.ethereum.rpc_url, timeout_s=config.ethereum.rpc_timeout_s
+        ) as rpc,
     ):
         yield EthereumBridge(settings_for(config, deploy), rpc, store, pool, key)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -143,6 +144,9 @@ class ListenerSettings:
     application_type_id: str = ""
     admin_token: str | None = field(default=None, repr=False)
     proxy_token: str | None = field(default=None, repr=False)
+    # The caps of the pool behind the listener: an order over them is refused
+    # here, before it is stored. None: the body limit only.
+    work_order_limits: Limits | None = None
 
     @classmethod
     def from_config(
@@ -166,6 +170,7 @@ class ListenerSettings:
             default_max_seconds=config.pool.execution_timeout_s,
             lookup_page_size=section.lookup_page_size,
             max_in_flight_per_requester=config.limits.max_in_flight_per_requester,
+            work_order_limits=config.limits.work_order_limits(),
             notify_timeout_s=section.notify_timeout_s,
             url_allowlist=tuple(config.guards.url_allowlist),
             organization_id=section.organization_id,
@@ -213,7 +218,13 @@ class EeaListener:
         self.book = book
         self.settings = settings
         self.stats = ListenerStats()
-        self._limits = Limits(max_request_bytes=settings.max_body_bytes)
+        limits = settings.work_order_limits or Limits(
+            max_request_bytes=settings.max_body_bytes
+        )
+        self._limits = dataclasses.replace(
+            limits,
+            max_request_bytes=min(settings.max_body_bytes, limits.max_request_bytes),
+        )
         # Running orders by book key; each task finishes its order in the book.
         self._running: dict[str, asyncio.Task[PoolResult]] = {}
         self._http: aiohttp.ClientSession | None = None
@@ -568,9 +579,19 @@ class EeaListener:
         if any(name in call.params for name in PROXY_FIELDS):
             return await self._proxy_submit(call, request)
 
+        limit = self._limits.max_request_bytes
+        if len(call.raw) > limit:
+            # The body goes to the pool as it is: its own cap decides.
+            raise RpcFailure(
+                EeaError.INVALID_PARAMETER,
+                f"the work order is {len(call.raw)} bytes; this worker service "
+                f"takes at most {limit} bytes per work order",
+                work_order_id=_short(call.params.get("workOrderId")),
+                jsonrpc_code=INVALID_REQUEST,
+            )
         try:
-            # The envelope as decoded: its size was checked as the body arrived,
-            # so the request is not encoded again to measure it.
+            # The envelope as decoded, its size checked above: the request is
+            # not encoded again to measure it.
             parsed = parse_request(LoadedRequest(call.document), self._limits)
         except WorkOrderError as exc:
             raise RpcFailure(
@@ -650,8 +671,8 @@ class EeaListener:
             method="WorkOrderSubmit (tcbridge extension)",
         )
         raw = base64.b64decode(params["tcbridgeRequest"])
-        if len(raw) > self.settings.max_body_bytes:
-            raise _too_large(len(raw), self.settings.max_body_bytes)
+        if len(raw) > self._limits.max_request_bytes:
+            raise _too_large(len(raw), self._limits.max_request_bytes)
         target_json = params.get("tcbridgeTarget")
         target = target_from_json(json.dumps(target_json)) if target_json else None
         if target is not None:

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from enclave_bridge.eea import EeaError, WorkOrderStatus
+from enclave_bridge.eea import EeaError, Limits, WorkOrderStatus
 from enclave_bridge.identity import SealedIdentity
 from enclave_bridge.requester import WorkerDetails, build_work_order, verify_response
 from tests.enclave import vectors
@@ -599,3 +599,26 @@ async def test_scheduled_answer_says_an_off_list_notify_uri_is_not_called(
         assert "will not be called" in answer["error"]["message"]
         await asyncio.sleep(0.3)
         assert stranger.seen == []
+
+
+async def test_order_over_the_pool_cap_is_refused_before_it_is_stored(
+    tmp_path: Path, sealed_worker: SealedIdentity, vector_details: WorkerDetails
+) -> None:
+    """The listener applies its pool's per-order cap, not only its larger body limit."""
+    async with run_listener(
+        tmp_path, sealed_worker, work_order_limits=Limits(max_request_bytes=65_536)
+    ) as h:
+        sent = build_work_order(vector_details, "echo-result", [b"D" * 70_000])
+        work_order_id = sent.request["params"]["workOrderId"]
+        done = h.pool.stats().done
+
+        answer = await h.call("WorkOrderSubmit", sent.request["params"])
+        later = await h.call("WorkOrderGetResult", {"workOrderId": work_order_id})
+
+        assert answer["error"]["code"] == EeaError.INVALID_PARAMETER
+        assert "at most 65536 bytes per work order" in answer["error"]["message"]
+        assert answer["error"]["data"]["workOrderId"] == work_order_id
+        assert "no work order" in later["error"]["message"]
+        assert h.pool.stats().done == done
+        small = build_work_order(vector_details, "echo-result", [b"small"])
+        assert "result" in await h.call("WorkOrderSubmit", small.request["params"])
