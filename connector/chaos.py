@@ -31,6 +31,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +67,15 @@ class ChaosResult:
     kills: int
     orphans: int
     secrets_in_logs: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.lost == 0
+            and self.duplicated == 0
+            and self.orphans == 0
+            and not self.secrets_in_logs
+        )
 
     def line(self) -> str:
         return (
@@ -342,10 +352,18 @@ def run(argv: list[str] | None = None) -> ChaosResult:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--timeout", type=float, default=240.0)
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the working folder (kept anyway on failure)"
+    )
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="tcbridge-chaos-"))
     print(f"chaos: {args.orders} orders, {args.kills} kills, seed {args.seed}, folder {folder}", flush=True)
-    return asyncio.run(_chaos(args, folder))
+    result = asyncio.run(_chaos(args, folder))
+    if result.ok and not args.keep:
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        print(f"chaos: working folder kept: {folder}", flush=True)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,11 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"orphan pool processes after kills: {result.orphans}")
     print(f"secrets found in the bridge's DEBUG log: {result.secrets_in_logs or 'none'}")
     print(result.line())
-    ok = (
-        result.lost == 0 and result.duplicated == 0 and result.orphans == 0
-        and not result.secrets_in_logs
-    )
-    return 0 if ok else 1
+    return 0 if result.ok else 1
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,12 +25,14 @@ def test_demo_logs_hold_no_key_or_passphrase(monkeypatch: pytest.MonkeyPatch) ->
     with contextlib.redirect_stdout(out):
         code = demo.main(["--count", "4", "--keep"])
     folder = Path(re.search(r"working folder: (\S+)", out.getvalue()).group(1))  # type: ignore[union-attr]
-    log = folder / "bridge.log"
+    try:
+        log = folder / "bridge.log"
+        secrets = [passphrase, DEV_PRIVATE_KEYS[0][2:], DEV_PRIVATE_KEYS[1][2:]]
+        secrets += chaos._worker_secrets(folder / "var" / "workers", passphrase)
 
-    secrets = [passphrase, DEV_PRIVATE_KEYS[0][2:], DEV_PRIVATE_KEYS[1][2:]]
-    secrets += chaos._worker_secrets(folder / "var" / "workers", passphrase)
-
-    assert code == 0, out.getvalue()
-    assert "DEBUG" in log.read_text()  # the scan covers the most verbose level
-    assert chaos._secrets_in(log, secrets) == []
-    assert len(secrets) == 3 + 3 * 2
+        assert code == 0, out.getvalue()
+        assert "DEBUG" in log.read_text()  # the scan covers the most verbose level
+        assert chaos._secrets_in(log, secrets) == []
+        assert len(secrets) == 3 + 3 * 2
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
