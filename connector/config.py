@@ -124,6 +124,9 @@ class ListenerSection:
     lookup_page_size: int = 100
     notify_timeout_s: float = 5.0
     book: str = "var/listener.db"
+    # Answered direct-model orders are dropped from the book after this many
+    # days (0 keeps them forever); WorkOrderGetResult no longer finds them.
+    keep_answered_days: float = 7.0
     organization_id: str = ""
     application_type_id: str = ""
     # Bearer token for WorkerRegister/Update/SetStatus: a file, or

@@ -51,6 +51,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -113,6 +114,8 @@ FLUSH_DELAY_S = 0.02
 DURABLE_FLUSH_DELAY_S = 0.003
 # More buffered orders and answers than this are written at once.
 FLUSH_BATCH = 256
+# How often answered orders past [listener] keep_answered_days are dropped.
+PRUNE_INTERVAL_S = 3600.0
 PROXY_FIELDS = ("tcbridgeRequest", "tcbridgeTarget", "tcbridgeOrderKey")
 EXTENSION_VERSION = 1
 
@@ -147,6 +150,8 @@ class ListenerSettings:
     # The caps of the pool behind the listener: an order over them is refused
     # here, before it is stored. None: the body limit only.
     work_order_limits: Limits | None = None
+    # Answered orders leave the book this long after their answer (0: never).
+    keep_answered_s: float = 7 * 86400.0
 
     @classmethod
     def from_config(
@@ -171,6 +176,7 @@ class ListenerSettings:
             lookup_page_size=section.lookup_page_size,
             max_in_flight_per_requester=config.limits.max_in_flight_per_requester,
             work_order_limits=config.limits.work_order_limits(),
+            keep_answered_s=section.keep_answered_days * 86400.0,
             notify_timeout_s=section.notify_timeout_s,
             url_allowlist=tuple(config.guards.url_allowlist),
             organization_id=section.organization_id,
@@ -240,6 +246,7 @@ class EeaListener:
         self._flush_at = 0.0
         self._flushed: asyncio.Future[None] | None = None
         self._closing = False
+        self._pruner: asyncio.Task[None] | None = None
         self._methods: dict[str, Handler] = {
             "WorkerLookUp": self._worker_lookup,
             "WorkerLookUpNext": self._worker_lookup,
@@ -298,6 +305,24 @@ class EeaListener:
         for row in self.book.pending_orders():
             log.info("resuming direct work order %s", row.work_order_id)
             self._launch(row, target_from_json(row.target), None)
+        if self.settings.keep_answered_s > 0:
+            self._pruner = asyncio.create_task(self._prune_every(PRUNE_INTERVAL_S))
+
+    async def _prune_every(self, interval: float) -> None:
+        """Drop answered orders older than keep_answered_s, now and every interval.
+
+        Anyone may submit in the direct model, so an unpruned book only grows.
+        """
+        while True:
+            cutoff = time.time() - self.settings.keep_answered_s
+            try:
+                dropped = self.book.prune_answered(cutoff)
+            except StoreError as exc:
+                log.error("listener: pruning the order book failed: %s", exc)
+            else:
+                if dropped:
+                    log.info("listener: dropped %d answered orders", dropped)
+            await asyncio.sleep(interval)
 
     async def close(self) -> None:
         """Stop running orders (they resume on the next start) and notifications."""
@@ -305,6 +330,8 @@ class EeaListener:
             self._flush_timer.cancel()
         self._closing = True
         self._flush()
+        if self._pruner is not None:
+            self._pruner.cancel()
         tasks = [*self._running.values(), *self._notifications]
         for task in tasks:
             task.cancel()
@@ -792,8 +819,12 @@ class EeaListener:
     def _launch(
         self, row: OrderRow, target: Target, notify_uri: str | None
     ) -> asyncio.Task[PoolResult]:
-        # Hashed: book keys carry requester-chosen ids of any length.
-        digest = hashlib.sha256(row.key.encode("utf-8", "surrogatepass")).hexdigest()
+        # Hashed: book keys carry requester-chosen ids of any length. The
+        # request's digest is in it too, so an id used again once its order
+        # left the book (see prune) never meets the old order's result.
+        digest = hashlib.sha256(
+            row.key.encode("utf-8", "surrogatepass") + row.request_sha256
+        ).hexdigest()
         job = PoolJob(
             order_key=f"eea:{self.settings.name}:{digest}",
             request=row.request,

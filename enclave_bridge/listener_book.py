@@ -206,6 +206,17 @@ class OrderBook:
         self._unwritten.clear()
         self._answers.clear()
 
+    def prune_answered(self, before: float) -> int:
+        """Delete orders answered before ``before`` (epoch seconds); how many."""
+        self.flush()
+        try:
+            deleted = self._db.execute(
+                "DELETE FROM orders WHERE state='done' AND finished < ?", (before,)
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot prune the listener's order book: {exc}") from exc
+        return int(deleted.rowcount)
+
     def order(self, key: str) -> OrderRow | None:
         """The order as the book knows it, buffered changes included."""
         unwritten = self._unwritten.get(key)

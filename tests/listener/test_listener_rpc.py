@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -622,3 +623,24 @@ async def test_order_over_the_pool_cap_is_refused_before_it_is_stored(
         assert h.pool.stats().done == done
         small = build_work_order(vector_details, "echo-result", [b"small"])
         assert "result" in await h.call("WorkOrderSubmit", small.request["params"])
+
+
+async def test_an_id_used_again_after_pruning_gets_its_own_result(
+    tmp_path: Path, sealed_worker: SealedIdentity, vector_details: WorkerDetails
+) -> None:
+    """Once an answered order left the book, its id may come back: it runs anew."""
+    async with run_listener(tmp_path, sealed_worker, keep_answered_s=0) as h:
+        first = build_work_order(vector_details, "echo-result", [b"first"])
+        work_order_id = first.request["params"]["workOrderId"]
+        assert "result" in await h.call("WorkOrderSubmit", first.request["params"])
+        h.listener.book.flush()
+        assert h.listener.book.prune_answered(time.time() + 1) == 1
+
+        again = build_work_order(
+            vector_details, "echo-result", [b"again"], work_order_id=work_order_id
+        )
+        answer = await h.call("WorkOrderSubmit", again.request["params"])
+
+        verdict = verify_response(again, answer, vector_details)
+        assert verdict.accepted, verdict.reason
+        assert verdict.outputs[0].data == b"RESULT: again"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -107,4 +108,20 @@ def test_a_failed_flush_keeps_the_buffer_for_the_next(tmp_path: Path) -> None:
 
     book.flush()
     assert rows_on_disk(path) == {"wo:01": ("pending", None)}
+    book.close()
+
+
+def test_prune_drops_only_orders_answered_before_the_cutoff(tmp_path: Path) -> None:
+    path = tmp_path / "book.db"
+    book = OrderBook(path)
+    for key in ("wo:old", "wo:new", "wo:pending"):
+        book.add_order(row(key))
+    book.finish_order("wo:old", 0, b"old", None)
+    book.flush()
+    cutoff = time.time()
+    book.finish_order("wo:new", 0, b"new", None)  # buffered: pruning flushes first
+
+    assert book.prune_answered(cutoff) == 1
+    assert set(rows_on_disk(path)) == {"wo:new", "wo:pending"}
+    assert book.order("wo:old") is None
     book.close()
