@@ -37,6 +37,9 @@ async def _flow(tmp_path: Path, url: str) -> None:
             )
 
         for requester, sub, expected in submitted:
+            # Mined first: a late completion then means the bridge, not the
+            # node or this test's own transaction, is slow.
+            await requester.receipt(sub.tx_hash, timeout=60)
             completion = await requester.wait_completion(sub.order_key, timeout=60)
             checked = await requester.check(sub, completion)
             assert checked.ok, checked.verdict.reason
