@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -83,14 +83,37 @@ def run(ctx: click.Context, chain: str | None) -> None:
         if urls.chainlink is not None:
             click.echo(f"Chainlink adapter at {urls.chainlink}", err=True)
 
+    _until_signalled(lambda stop: run_bridge(config, stop, announce))
+
+
+def _until_signalled(serve: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``serve(stop)``; SIGINT or SIGTERM sets ``stop``."""
+
     async def go() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_bridge(config, stop, announce)
+        await serve(stop)
 
     _run(go())
+
+
+@main.command()
+@click.pass_context
+def listen(ctx: click.Context) -> None:
+    """Serve the EEA direct model alone (pool and listener, no chain) until SIGINT/SIGTERM."""
+    config = _config(ctx)
+    from connector.logs import setup_logging
+    from connector.serving import run_listener_alone
+
+    setup_logging(config.bridge.log_level)
+
+    _until_signalled(
+        lambda stop: run_listener_alone(
+            config, stop, lambda url: click.echo(f"EEA listener at {url}", err=True)
+        )
+    )
 
 
 @main.command()

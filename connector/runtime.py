@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 from connector.bridge import BridgeSettings, EthereumBridge
@@ -15,7 +15,7 @@ from connector.fabric.bridge import FabricBridge
 from connector.store import open_store
 from enclave_bridge.errors import ConfigurationError
 from enclave_bridge.identity import SealedIdentity, load_sealed
-from enclave_bridge.pool import open_pool
+from enclave_bridge.pool import EnclavePool, open_pool
 from enclave_bridge.processor import ProcessorPolicy
 
 RELAYER_KEY_ENV = "TCBRIDGE_RELAYER_KEY"
@@ -144,30 +144,36 @@ async def open_chain_bridge(
         yield ethereum_bridge
 
 
+def open_enclave_pool(config: Config) -> AbstractAsyncContextManager[EnclavePool]:
+    """The enclave pool ``[pool]`` and ``[limits]`` describe, with its state and audit files.
+
+    One place for every front door: the Ethereum and Fabric bridges and
+    ``tcbridge listen`` serve from the same pool configuration.
+    """
+    folder = data_dir(config)
+    return open_pool(
+        identities(config),
+        pool_passphrase(config),
+        folder / "workload-state.db",
+        processes=config.pool.processes or os.cpu_count(),
+        default_max_seconds=config.pool.execution_timeout_s,
+        audit_log=folder / "pool-audit.log",
+        policy=ProcessorPolicy(
+            allow_sha1_oaep=config.pool.allow_sha1_oaep,
+            allow_iv_reuse=config.pool.allow_iv_reuse,
+            limits=config.limits.work_order_limits(),
+        ),
+    )
+
+
 @asynccontextmanager
 async def open_bridge(config: Config) -> AsyncIterator[EthereumBridge]:
     """Everything a running bridge needs, opened in order and closed in reverse."""
     key = relayer_key(config)
-    passphrase = pool_passphrase(config)
     deploy = deployment(config)
-    sealed = identities(config)
-    folder = data_dir(config)
-    policy = ProcessorPolicy(
-        allow_sha1_oaep=config.pool.allow_sha1_oaep,
-        allow_iv_reuse=config.pool.allow_iv_reuse,
-        limits=config.limits.work_order_limits(),
-    )
     async with (
         open_store(database_url(config)) as store,
-        open_pool(
-            sealed,
-            passphrase,
-            folder / "workload-state.db",
-            processes=config.pool.processes or os.cpu_count(),
-            default_max_seconds=config.pool.execution_timeout_s,
-            audit_log=folder / "pool-audit.log",
-            policy=policy,
-        ) as pool,
+        open_enclave_pool(config) as pool,
         JsonRpcClient(
             config.ethereum.rpc_url, timeout_s=config.ethereum.rpc_timeout_s
         ) as rpc,

@@ -29,6 +29,7 @@ from enclave_bridge.listener import (
     EeaListener,
     ListenerSettings,
     WorkOrderBackend,
+    serve_from_config,
     serve_listener,
 )
 from enclave_bridge.listener_book import OrderBook
@@ -144,3 +145,31 @@ async def run_bridge(
             # `tcbridge status` reads these: no stale address once stopped.
             for path in written:
                 path.unlink(missing_ok=True)
+
+
+async def run_listener_alone(
+    config: Config,
+    stop: asyncio.Event,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """``tcbridge listen``: the enclave pool and the EEA listener, no chain.
+
+    The direct model needs no node, deployment or relayer key: only the
+    worker identities, the pool passphrase and ``[listener]``. The URL is
+    written to ``var/listener.url`` while it serves.
+    """
+    from connector import runtime
+
+    async with (
+        runtime.open_enclave_pool(config) as pool,
+        serve_from_config(config, pool) as url,
+    ):
+        written = runtime.data_dir(config) / "listener.url"
+        written.write_text(url)
+        if on_ready is not None:
+            on_ready(url)
+        try:
+            await stop.wait()
+        finally:
+            written.unlink(missing_ok=True)
+

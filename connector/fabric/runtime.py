@@ -10,7 +10,6 @@ instead: address, channel, chaincode and identities are read from it.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,8 +26,6 @@ from connector.fabric.requester import FabricRequester
 from connector.store import open_store
 from enclave_bridge.errors import ConfigurationError
 from enclave_bridge.identity import WorkerRecord
-from enclave_bridge.pool import open_pool
-from enclave_bridge.processor import ProcessorPolicy
 
 # Worker type and organisation the bridge registers its workers under.
 WORKER_TYPE_TEE = "1"
@@ -110,23 +107,11 @@ async def open_fabric_bridge(config: Config) -> AsyncIterator[FabricBridge]:
     """Everything a running Fabric bridge needs, opened in order, closed in reverse."""
     from connector import runtime
 
-    passphrase = runtime.pool_passphrase(config)
-    sealed = runtime.identities(config)
-    folder = runtime.data_dir(config)
-    policy = ProcessorPolicy(
-        allow_sha1_oaep=config.pool.allow_sha1_oaep,
-        allow_iv_reuse=config.pool.allow_iv_reuse,
-    )
     gateway = open_gateway(config)
     try:
         async with (
             open_store(runtime.database_url(config)) as store,
-            open_pool(
-                sealed, passphrase, folder / "workload-state.db",
-                processes=config.pool.processes or os.cpu_count(),
-                default_max_seconds=config.pool.execution_timeout_s,
-                audit_log=folder / "pool-audit.log", policy=policy,
-            ) as pool,
+            runtime.open_enclave_pool(config) as pool,
         ):
             yield FabricBridge(settings_for(config, gateway), gateway, store, pool)
     finally:

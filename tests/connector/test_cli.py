@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from connector.cli import main
 from connector.devnet import DEV_PRIVATE_KEYS, open_anvil
+from enclave_bridge.requester import WorkerDetails, build_work_order, verify_response
 
 
 def _config(tmp_path: Path, url: str, chain_id: int = 31337) -> Path:
@@ -68,3 +77,47 @@ def test_commands_refuse_a_node_of_another_chain(tmp_path: Path) -> None:
 
     assert register.exit_code == 2 and "serves chain id 31337" in register.output
     assert "serves chain id 31337" in status.output
+
+
+def test_listen_serves_the_direct_model_without_a_chain(tmp_path: Path) -> None:
+    """`tcbridge listen` needs no node, deployment or relayer key; SIGTERM stops it cleanly."""
+    config = _config(tmp_path, "http://127.0.0.1:9")  # nothing listens there
+    env = {**os.environ, "TCBRIDGE_POOL_PASSPHRASE": "listen test"}
+    made = CliRunner().invoke(
+        main, ["--config", str(config), "worker", "create", "--name", "direct"], env=env
+    )
+    assert made.exit_code == 0, made.output
+    url_file = tmp_path / "var" / "listener.url"
+    log = tmp_path / "listen.log"
+    with log.open("wb") as log_file:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "connector.cli", "--config", str(config), "listen"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+    try:
+        for _ in range(300):
+            if url_file.exists() or server.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert url_file.exists(), log.read_text()
+        url = url_file.read_text()
+
+        def call(method: str, params: dict[str, Any]) -> dict[str, Any]:
+            body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+            with urllib.request.urlopen(url, body.encode(), timeout=30) as answer:
+                return dict(json.loads(answer.read()))
+
+        worker_id = call("WorkerLookUp", {"workerType": 1})["result"]["ids"][0]
+        details = WorkerDetails.from_json(call("WorkerRetrieve", {"workerId": worker_id}), worker_id)
+        sent = build_work_order(details, "echo-result", [b"no chain needed"])
+        answer = call("WorkOrderSubmit", sent.request["params"])
+        verdict = verify_response(sent, answer, details)
+        assert verdict.accepted, verdict.reason
+        assert verdict.outputs[0].data == b"RESULT: no chain needed"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(60)
+    assert code == 0
+    assert not url_file.exists()
