@@ -116,6 +116,8 @@ DURABLE_FLUSH_DELAY_S = 0.003
 FLUSH_BATCH = 256
 # How often answered orders past [listener] keep_answered_days are dropped.
 PRUNE_INTERVAL_S = 3600.0
+# Room for a call's envelope and its other parameters next to a work order.
+ENVELOPE_BYTES = 64 * 1024
 PROXY_FIELDS = ("tcbridgeRequest", "tcbridgeTarget", "tcbridgeOrderKey")
 EXTENSION_VERSION = 1
 
@@ -231,6 +233,13 @@ class EeaListener:
             limits,
             max_request_bytes=min(settings.max_body_bytes, limits.max_request_bytes),
         )
+        # No call needs more than the largest work order, base64-encoded for
+        # the proxy extension, plus room for the envelope: a body past that is
+        # refused before the event loop spends time decoding it.
+        self._body_limit = min(
+            settings.max_body_bytes,
+            self._limits.max_request_bytes * 4 // 3 + ENVELOPE_BYTES,
+        )
         # Running orders by book key; each task finishes its order in the book.
         self._running: dict[str, asyncio.Task[PoolResult]] = {}
         self._http: aiohttp.ClientSession | None = None
@@ -247,6 +256,8 @@ class EeaListener:
         self._flushed: asyncio.Future[None] | None = None
         self._closing = False
         self._pruner: asyncio.Task[None] | None = None
+        # Lower-case ids of the workers the backend serves (set at start).
+        self._pool_workers: set[str] = set()
         self._methods: dict[str, Handler] = {
             "WorkerLookUp": self._worker_lookup,
             "WorkerLookUpNext": self._worker_lookup,
@@ -274,6 +285,7 @@ class EeaListener:
             timeout=aiohttp.ClientTimeout(total=self.settings.notify_timeout_s)
         )
         for worker_id, record in self.backend.worker_records().items():
+            self._pool_workers.add(worker_id.lower())
             stored = self.book.worker(worker_id) or {}
             # Keys and evidence always come from the pool; the rest of the
             # details and the status keep what the operator set through the API.
@@ -355,7 +367,7 @@ class EeaListener:
 
     def app(self) -> web.Application:
         """The aiohttp application: POST JSON-RPC to its root."""
-        app = web.Application(client_max_size=self.settings.max_body_bytes + 1)
+        app = web.Application(client_max_size=self._body_limit + 1)
         app.router.add_post("/", self.handle)
         app.router.add_route("*", "/{tail:.*}", self._elsewhere)
         return app
@@ -426,7 +438,7 @@ class EeaListener:
         )
 
     async def _read_body(self, request: web.Request) -> bytes:
-        limit = self.settings.max_body_bytes
+        limit = self._body_limit
         declared = request.content_length
         if declared is not None and declared > limit:
             raise _too_large(declared, limit)
@@ -633,6 +645,12 @@ class EeaListener:
             notify_uri, self.settings.url_allowlist
         )
         self._check_capacity(parsed.requester_id.lower(), work_order_id)
+        if parsed.worker_id.lower() not in self._pool_workers:
+            raise invalid_params(
+                f"workerId {parsed.worker_id} is not a worker of this service; "
+                "WorkerLookUp lists them",
+                work_order_id,
+            )
         status = self._worker_status.get(parsed.worker_id.lower())
         if status is not None and status != WORKER_ACTIVE:
             raise invalid_params(

@@ -101,6 +101,29 @@ def test_depth_check_shortcut_keeps_strings_out() -> None:
         eea.load_request(deep, limits)
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("text", "shallow"),
+    [
+        # an unterminated run of \" behind 33 open braces
+        (b"{" * 33 + b'"' + b'\\"' * 2_000_000, False),
+        (b'"' * 4_000_000, True),
+        # 33 open braces, then a string that ends in a lone backslash
+        (b"{" * 33 + b'"' + b"\\" * 2_000_001, False),
+        # one long closed string of escaped quotes inside one array
+        (b'["' + b'\\"' * 1_000_000 + b'"' + b"]" * 40, True),
+    ],
+    ids=["unterminated-escaped-quotes", "quotes", "trailing-backslash", "long-string"],
+)
+def test_depth_check_is_linear_on_hostile_strings(text: bytes, shallow: bool) -> None:
+    """4 MB of pathological string syntax is measured in one pass, and answered right.
+
+    A quadratic scan (each quote of an unterminated run tried to the end
+    again) takes hours on these; the timeout fails it.
+    """
+    assert eea._shallow(text) is shallow
+
+
 @requires_vectors
 def test_own_key_in_any_spelling_is_accepted(
     processor: WorkOrderProcessor,

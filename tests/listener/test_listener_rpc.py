@@ -644,3 +644,40 @@ async def test_an_id_used_again_after_pruning_gets_its_own_result(
         verdict = verify_response(again, answer, vector_details)
         assert verdict.accepted, verdict.reason
         assert verdict.outputs[0].data == b"RESULT: again"
+
+
+async def test_body_limit_follows_the_pool_cap(
+    tmp_path: Path, sealed_worker: SealedIdentity
+) -> None:
+    """With a 64 KiB per-order cap, a 200 KB body is refused unread, whatever max_body_bytes says."""
+    async with run_listener(
+        tmp_path, sealed_worker, work_order_limits=Limits(max_request_bytes=65_536)
+    ) as h:
+        body = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "WorkerLookUp",
+                "params": {"pad": "x" * 200_000},
+            }
+        ).encode()
+        answer = await h.post_raw(body)
+        assert answer["error"]["code"] == EeaError.INVALID_PARAMETER
+        assert "takes at most 152917 bytes" in answer["error"]["message"]
+
+
+async def test_order_for_an_unknown_worker_is_refused_at_submit(
+    harness: Harness, vector_details: WorkerDetails
+) -> None:
+    """A workerId the service does not serve is refused with code 2, not scheduled and stored."""
+    sent = build_work_order(vector_details, "echo-result", [b"x"], timeout_msecs=0)
+    params = dict(sent.request["params"], workerId="ab" * 32)
+    answer = await harness.call("WorkOrderSubmit", params)
+
+    assert answer["error"]["code"] == EeaError.INVALID_PARAMETER
+    assert "is not a worker of this service" in answer["error"]["message"]
+    assert answer["error"]["data"]["workOrderId"] == params["workOrderId"]
+    later = await harness.call(
+        "WorkOrderGetResult", {"workOrderId": params["workOrderId"]}
+    )
+    assert "no work order" in later["error"]["message"]
