@@ -40,16 +40,24 @@ import hmac
 import json
 import logging
 import os
+import sqlite3
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from enclave_bridge.eea import _shallow
-from enclave_bridge.errors import ConfigurationError, PoolError, TcbridgeError
+from enclave_bridge.errors import (
+    ConfigurationError,
+    PoolError,
+    StoreError,
+    TcbridgeError,
+)
 from enclave_bridge.listener import WorkOrderBackend
 from enclave_bridge.listener_schema import body_encoding, url_allowed
 from enclave_bridge.pool import PoolJob, PoolResult
@@ -97,6 +105,9 @@ class AdapterSettings:
     callback_timeout_s: float = 10.0
     execution_timeout_s: float = 30.0
     url_allowlist: tuple[str, ...] = ()
+    # Where finished jobs' answers are kept, so a repeated id still gets its
+    # first answer after a restart or once memory forgot it (None: memory only).
+    answers_path: Path | None = None
 
     @classmethod
     def from_config(
@@ -131,6 +142,7 @@ class AdapterSettings:
             callback_timeout_s=section.callback_timeout_s,
             execution_timeout_s=section.execution_timeout_s,
             url_allowlist=tuple(config.guards.url_allowlist),
+            answers_path=config.path(config.bridge.data_dir) / "chainlink-answers.db",
         )
 
 
@@ -187,6 +199,11 @@ class ChainlinkAdapter:
         self._jobs: OrderedDict[str, _Job] = OrderedDict()
         self._callbacks: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
+        self._answers = (
+            _AnswerBook(settings.answers_path)
+            if settings.answers_path is not None
+            else None
+        )
 
     def metrics(self) -> dict[str, int]:
         """Gauges and counters for the ops server's Prometheus page (no I/O)."""
@@ -222,6 +239,9 @@ class ChainlinkAdapter:
         if self._http is not None:
             await self._http.close()
             self._http = None
+        if self._answers is not None:
+            self._answers.close()
+            self._answers = None
 
     # --- one job run -------------------------------------------------------------
 
@@ -306,9 +326,16 @@ class ChainlinkAdapter:
         self, job_run_id: str, data: Mapping[str, Any], response_url: str | None
     ) -> dict[str, Any]:
         job = self._jobs.get(job_run_id)
-        if job is not None:
+        stored = (
+            self._answers.get(job_run_id)
+            if job is None and self._answers is not None
+            else None
+        )
+        if job is not None or stored is not None:
             self.stats.repeats += 1
-        else:
+        if stored is not None:
+            return stored
+        if job is None:
             order = self._order_for(data)
             task = asyncio.create_task(self._execute(job_run_id, order))
             job = _Job(task, response_url)
@@ -376,18 +403,34 @@ class ChainlinkAdapter:
         return WorkerDetails.from_json(record.details, record.worker_id)
 
     async def _execute(self, job_run_id: str, order: _Order) -> dict[str, Any]:
-        key = hashlib.sha256(job_run_id.encode("utf-8", "surrogatepass")).hexdigest()
+        answer = await self._work(job_run_id, order)
+        if self._answers is not None:
+            try:
+                self._answers.put(job_run_id, answer)
+            except StoreError as exc:
+                log.error("chainlink job run %s: %s", job_run_id, exc)
+        return answer
+
+    async def _work(self, job_run_id: str, order: _Order) -> dict[str, Any]:
+        request = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "method": "WorkOrderSubmit",
+                "id": 1,
+                "params": order.params,
+            },
+            separators=(",", ":"),
+        ).encode()
+        # The request's digest is in the key: a job whose answer was lost with
+        # the process (it ran, nobody heard) builds a new request when the
+        # node asks again, and must not meet the old, unreadable result.
+        key = hashlib.sha256(
+            job_run_id.encode("utf-8", "surrogatepass")
+            + hashlib.sha256(request).digest()
+        ).hexdigest()
         job = PoolJob(
             order_key=f"chainlink:{key}",
-            request=json.dumps(
-                {
-                    "jsonrpc": "2.0",
-                    "method": "WorkOrderSubmit",
-                    "id": 1,
-                    "params": order.params,
-                },
-                separators=(",", ":"),
-            ).encode(),
+            request=request,
             max_seconds=self.settings.execution_timeout_s,
         )
         try:
@@ -550,3 +593,44 @@ def _error_answer(job_run_id: str | None, error: AdapterError) -> dict[str, Any]
 
 def _error_response(job_run_id: str | None, error: AdapterError) -> web.Response:
     return web.json_response(_error_answer(job_run_id, error), status=error.status)
+
+
+class _AnswerBook:
+    """Finished jobs' answers by job run id, in a small SQLite file of their own."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                str(path), isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS answers (job_run_id TEXT PRIMARY KEY,"
+                " answer TEXT NOT NULL, finished REAL NOT NULL)"
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(
+                f"cannot open the adapter's answers {path}: {exc}"
+            ) from exc
+
+    def get(self, job_run_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT answer FROM answers WHERE job_run_id=?", (job_run_id,)
+        ).fetchone()
+        return dict(json.loads(row[0])) if row is not None else None
+
+    def put(self, job_run_id: str, answer: Mapping[str, Any]) -> None:
+        """Keep the first answer of a job run id; a later one never replaces it."""
+        try:
+            self._db.execute(
+                "INSERT OR IGNORE INTO answers (job_run_id, answer, finished)"
+                " VALUES (?, ?, ?)",
+                (job_run_id, json.dumps(answer), time.time()),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot keep the answer: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()

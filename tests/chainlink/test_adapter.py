@@ -411,3 +411,28 @@ async def test_compressed_body_is_refused_unread(adapter: Adapter) -> None:
 
     status, after = await adapter.post({"id": "after-bomb", "data": {}})
     assert status == 400 and after["error"]["name"] == "InvalidInput"
+
+
+async def test_repeated_id_after_a_restart_gets_the_first_answer(
+    tmp_path: Path, sealed_worker: SealedIdentity
+) -> None:
+    """Finished answers outlive the adapter: a new one on the same files answers a repeat unrun."""
+    body = {"id": "run-across", "data": {"workload": "echo-result", "inputs": ["kept"]}}
+    answers = tmp_path / "var" / "chainlink-answers.db"
+    async with run_adapter(tmp_path, sealed_worker, answers_path=answers) as first:
+        status, answer = await first.post(body)
+        done = first.pool.stats().done
+        assert status == 200 and answer["result"] == "RESULT: kept"
+
+        restarted = ChainlinkAdapter(first.pool, first.adapter.settings)
+        async with serve_ops(HealthSnapshot, extra=restarted.app()) as base:
+            again = await first.http.post(
+                f"{base}/chainlink/",
+                json={**body, "data": {"workload": "echo-result", "inputs": ["other"]}},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+            repeated = await again.json()
+
+        assert again.status == 200
+        assert repeated == answer
+        assert first.pool.stats().done == done
