@@ -337,12 +337,22 @@ def url_allowed(url: str, allowlist: tuple[str, ...] | list[str]) -> bool:
 
 
 def body_encoding(headers: Mapping[str, str]) -> str | None:
-    """The request's Content-Encoding when it is not identity, else None.
+    """The request's content codings other than identity, else None.
+
+    Every Content-Encoding header counts (aiohttp's headers hold repeats),
+    and every coding in each.
 
     The servers run with aiohttp's decompression off and refuse encoded
     bodies: a 200 KB gzip body inflates to 200 MB, at the cost of the one
     event loop every caller shares, before any size check or token check
     could refuse it.
     """
-    encoding = headers.get("Content-Encoding", "").strip().lower()
-    return None if encoding in ("", "identity") else encoding
+    getall = getattr(headers, "getall", None)
+    values = (
+        getall("Content-Encoding", [])
+        if getall is not None
+        else [headers.get("Content-Encoding", "")]
+    )
+    codings = [c.strip().lower() for value in values for c in value.split(",")]
+    applied = [c for c in codings if c not in ("", "identity")]
+    return ", ".join(applied) or None
