@@ -27,13 +27,19 @@ def _flip_hex(text: str) -> str:
     return ("0" if text[0] != "0" else "1") + text[1:]
 
 
+def _flip_b64(text: str) -> str:
+    # The first character always carries six bits of data: a real change.
+    # (Writing "A" unconditionally left 1 text in 64 unchanged: a valid order.)
+    return ("A" if text[0] != "A" else "B") + text[1:]
+
+
 MUTATIONS: dict[str, Any] = {
     "wrong-type-nonce": lambda p: p.__setitem__("requesterNonce", 12345),
     "bad-hex-session-key": lambda p: p.__setitem__("encryptedSessionKey", "zz" + p["encryptedSessionKey"][2:]),
     "flipped-session-key": lambda p: p.__setitem__("encryptedSessionKey", _flip_hex(p["encryptedSessionKey"])),
     "huge-field": lambda p: p.__setitem__("resultUri", "h" * 20_000),
     "bad-signature": lambda p: p.__setitem__("requesterSignature", p["requesterSignature"][:-8] + "AAAAAAA="),
-    "flipped-data": lambda p: p["inData"][0].__setitem__("data", "A" + p["inData"][0]["data"][1:]),
+    "flipped-data": lambda p: p["inData"][0].__setitem__("data", _flip_b64(p["inData"][0]["data"])),
     "unknown-workload": lambda p: p.__setitem__("workloadId", b"no-such-workload".hex()),
     # Self-consistent requests (hashed, encrypted and signed over their own
     # ids) whose ids differ from the ones the call puts in the event topics.
