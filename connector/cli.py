@@ -307,13 +307,7 @@ def submit(
         "requester key", key_file or "", "TCBRIDGE_REQUESTER_KEY", config
     )
     key = runtime.hex_key(text, "requester key")
-    if worker_id is None:
-        worker_id = runtime.identities(config)[0].worker_id
-    worker_id = worker_id.lower().removeprefix("0x")
-    if len(worker_id) != 64 or any(c not in "0123456789abcdef" for c in worker_id):
-        raise ConfigurationError(
-            f"--worker-id must be 32 bytes of hex (64 characters), not {worker_id!r}"
-        )
+    worker_id = _worker_id(config, worker_id)
     progress = sys.stderr.isatty()
     if wait and not progress:
         click.echo("submitted; waiting for the completion ...", err=True)
@@ -334,6 +328,17 @@ def submit(
         sys.exit(1)
 
 
+def _worker_id(config: Config, given: str | None) -> str:
+    """--worker-id as 64 lower-case hex digits; the first local identity if absent."""
+    worker_id = given if given is not None else runtime.identities(config)[0].worker_id
+    worker_id = worker_id.lower().removeprefix("0x")
+    if len(worker_id) != 64 or any(c not in "0123456789abcdef" for c in worker_id):
+        raise ConfigurationError(
+            f"--worker-id must be 32 bytes of hex (64 characters), not {worker_id!r}"
+        )
+    return worker_id
+
+
 def _submit_fabric(
     config: Config, workload: str, inputs: tuple[str, ...], worker_id: str | None,
     key_file: str | None, wait: bool, timeout: float, identity_name: str | None,
@@ -344,13 +349,7 @@ def _submit_fabric(
     signing = None
     if key_file:
         signing = runtime.hex_key(Path(key_file).read_text(), "requester key")
-    if worker_id is None:
-        worker_id = runtime.identities(config)[0].worker_id
-    worker_id = worker_id.lower().removeprefix("0x")
-    if len(worker_id) != 64 or any(c not in "0123456789abcdef" for c in worker_id):
-        raise ConfigurationError(
-            f"--worker-id must be 32 bytes of hex (64 characters), not {worker_id!r}"
-        )
+    worker_id = _worker_id(config, worker_id)
     out = _run(fabric_runtime.submit_and_wait(
         config, identity_name, signing, worker_id, workload, list(inputs),
         wait=wait, timeout=timeout,

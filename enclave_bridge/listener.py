@@ -724,7 +724,7 @@ class EeaListener:
             check_binding(target, raw)
         key = f"bridge:{params['tcbridgeOrderKey']}"
         digest = hashlib.sha256(raw).digest()
-        existing = self._order(key)
+        existing = self.book.order(key)
         if existing is not None and existing.request_sha256 != digest:
             raise invalid_params(
                 f"order key {params['tcbridgeOrderKey']} was used for another request"
@@ -760,9 +760,6 @@ class EeaListener:
             # As EnclavePool reports a retry: this call ran nothing.
             answer["tcbridge"]["executed"] = False
         return answer
-
-    def _order(self, key: str) -> OrderRow | None:
-        return self.book.order(key)
 
     def _schedule_flush(self, delay: float = FLUSH_DELAY_S) -> None:
         """Write the book's buffer within ``delay``: one commit for many orders.
@@ -900,23 +897,33 @@ class EeaListener:
         done: set[asyncio.Task[PoolResult]] = set()
         if task is not None and wait_s > 0:
             done, _ = await asyncio.wait({task}, timeout=wait_s)
-        # The answer is what is known now; it goes out once the order it is
-        # about would survive a crash.
         finished = task if task is not None and task in done else None
-        if finished is not None and finished.exception() is not None:
+        try:
+            # The answer is what is known now ...
+            return self._answer_now(call, finished, row, scheduled_note)
+        finally:
+            # ... and it goes out once the order it is about would survive a crash.
             await self._durable(row.key)
-            raise RpcFailure(
-                EeaError.UNKNOWN_ERROR,
-                "the enclave pool could not run the work order; it will be "
-                "retried, ask WorkOrderGetResult later",
-                work_order_id=row.work_order_id,
-            )
-        if finished is not None and row.request == call.raw and row.target is None:
-            # The pool answered this very body: its bytes carry this call's id.
-            await self._durable(row.key)
-            return finished.result().response_bytes
-        stored = self._order(row.key)
-        await self._durable(row.key)
+
+    def _answer_now(
+        self,
+        call: RpcCall,
+        finished: asyncio.Task[PoolResult] | None,
+        row: OrderRow,
+        scheduled_note: str,
+    ) -> Answer:
+        if finished is not None:
+            if finished.exception() is not None:
+                raise RpcFailure(
+                    EeaError.UNKNOWN_ERROR,
+                    "the enclave pool could not run the work order; it will be "
+                    "retried, ask WorkOrderGetResult later",
+                    work_order_id=row.work_order_id,
+                )
+            if row.request == call.raw and row.target is None:
+                # The pool answered this very body: its bytes carry this call's id.
+                return finished.result().response_bytes
+        stored = self.book.order(row.key)
         if stored is not None and stored.state == "done":
             if stored.request == call.raw and stored.response and not stored.extension:
                 return stored.response
@@ -940,7 +947,7 @@ class EeaListener:
             key = f"bridge:{params['tcbridgeOrderKey']}"
         else:
             key = f"wo:{work_order_id.lower()}"
-        stored = self._order(key)
+        stored = self.book.order(key)
         if stored is None:
             raise invalid_params(
                 f"no work order {work_order_id} was submitted here", work_order_id

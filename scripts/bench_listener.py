@@ -37,7 +37,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,16 +148,6 @@ def client_main(args: argparse.Namespace) -> int:
 # --- the benchmark ---------------------------------------------------------------
 
 
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU seconds of the given processes (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return (
@@ -195,6 +184,8 @@ class Round:
 
 
 async def bench(args: argparse.Namespace) -> int:
+    from bench_pool import children_cpu_seconds as cpu_seconds
+
     from enclave_bridge.identity import generate_identity, seal
     from enclave_bridge.listener import EeaListener, ListenerSettings, serve_listener
     from enclave_bridge.listener_book import OrderBook
