@@ -158,6 +158,7 @@ def open_enclave_pool(config: Config) -> AbstractAsyncContextManager[EnclavePool
         processes=config.pool.processes or os.cpu_count(),
         default_max_seconds=config.pool.execution_timeout_s,
         audit_log=folder / "pool-audit.log",
+        batch_scheduling=config.pool.batch_scheduling,
         policy=ProcessorPolicy(
             allow_sha1_oaep=config.pool.allow_sha1_oaep,
             allow_iv_reuse=config.pool.allow_iv_reuse,

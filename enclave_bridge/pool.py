@@ -14,9 +14,19 @@ returns its signed :class:`PoolResult`. Design, in the order a job meets it:
   event loop (``add_reader``/``add_writer``), length-prefixed frames: no
   per-order process spawn, thread hop or executor. Each process has up to
   ``depth`` orders outstanding, so it never waits for the parent between
-  orders; it serves them in arrival order. Measured here: about 0.1 ms of
-  parent CPU per order, against about 1.2-1.4 ms in the pool process (0.7-0.8
-  ms of it the RSA decryption).
+  orders; it serves them in arrival order, and commits the results of up to
+  ``_pool_worker.MAX_HELD`` stateless orders that ran back to back in one
+  transaction before sending them (only while more orders wait: an idle
+  pool answers each order at once). A shared marker page says which order
+  a process runs, so a hang or crash is blamed on that order, never on the
+  held ones before it.
+* **Scheduling.** With ``batch_scheduling`` (the default) the event-loop
+  thread, and the processes it starts, run under SCHED_BATCH: a woken
+  parent no longer preempts a busy pool process for every result. Measured
+  here with both cores busy: 0.9 involuntary context switches per order
+  became 0.1, and the parent's CPU per order went from 0.09 ms to 0.04 ms
+  (against about 1.1 ms in the pool process, 0.7 ms of it the RSA
+  decryption). An unloaded machine wakes the parent as fast as before.
 * **Exactly-once effects.** Inside the process, the processor runs between
   a load of the workload state and ONE commit of (state, result keyed by
   order key, request-hash claim) in the shared SQLite state store
@@ -54,6 +64,7 @@ import contextlib
 import io
 import json
 import logging
+import mmap
 import os
 import pickle
 import signal
@@ -86,9 +97,10 @@ DEFAULT_REGISTRY = "enclave_bridge.workload:default_registry"
 # Long enough for any built-in workload on a loaded machine; the bridge sets
 # a cap per order from the request's responseTimeoutMSecs where it has one.
 DEFAULT_MAX_SECONDS = 30.0
-# Two outstanding orders per process hide the pipe round trip; more only
-# lengthens the queue behind a slow order.
-DEFAULT_DEPTH = 2
+# Outstanding orders per process: enough that a process holding results
+# for a group commit (_pool_worker.MAX_HELD) still has orders waiting while
+# the parent takes the results and refills it.
+DEFAULT_DEPTH = 12
 # Unsealing costs about 0.1 s per identity; Python start-up about 0.5 s.
 START_TIMEOUT_SECONDS = 60.0
 # After close() stops sending, running orders get this long to finish.
@@ -214,6 +226,12 @@ class _Process:
     # One timer per process, moved only when a deadline comes earlier: a
     # timer per order would cost more than the hand-over itself.
     timer: asyncio.TimerHandle | None = None
+    # The process's marker page: which order it runs now (see _pool_worker).
+    marker: mmap.mmap | None = None
+    # The order a timeout was blamed on, once the process is being killed for it.
+    culprit: _Pending | None = None
+    # The timer found no order running once already (a flush or a stall).
+    idle_seen: bool = False
     # Set once we decided this process must go (killed for a timeout, closing).
     retired: bool = False
     # Set when its result pipe closed: the process is gone or going.
@@ -243,6 +261,7 @@ class EnclavePool:
         attester: Attester | None = None,
         clock: Callable[[], float] = time.monotonic,
         checkpoint_interval: float = CHECKPOINT_INTERVAL_SECONDS,
+        batch_scheduling: bool = True,
     ) -> None:
         if not identities:
             raise ConfigurationError(
@@ -264,6 +283,9 @@ class EnclavePool:
         self._clock = clock
         self._checkpoint_interval = checkpoint_interval
         self._checkpointer: asyncio.Task[None] | None = None
+        self._batch_scheduling = batch_scheduling
+        # The loop thread's scheduling policy before start(), restored by close().
+        self._saved_policy: int | None = None
         self._queue: deque[_Pending] = deque()
         self._processes: list[_Process] = []
         self._records: dict[str, WorkerPublicRecord] = {}
@@ -287,6 +309,8 @@ class EnclavePool:
         self._started = True
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(_create_state_tables, self.state_path)
+        if self._batch_scheduling:
+            self._saved_policy = _enter_batch_scheduling()
 
         started = [self._spawn() for _ in range(self.size)]
         try:
@@ -337,6 +361,9 @@ class EnclavePool:
                 process, PoolError("the enclave pool closed while this order ran")
             )
         await asyncio.gather(*self._reapers)
+        if self._saved_policy is not None:
+            _leave_batch_scheduling(self._saved_policy)
+            self._saved_policy = None
         log.info("enclave pool closed")
 
     async def _stop(self, process: _Process, deadline: float) -> None:
@@ -400,6 +427,9 @@ class EnclavePool:
         cmd_r, cmd_w = os.pipe()
         res_r, res_w = os.pipe()
         life_r, life_w = os.pipe()
+        marker_fd = os.memfd_create("tcbridge-pool-marker", os.MFD_CLOEXEC)
+        os.ftruncate(marker_fd, wire.MARKER.size)
+        marker = mmap.mmap(marker_fd, wire.MARKER.size)
         argv = [
             sys.executable,
             "-m",
@@ -408,13 +438,16 @@ class EnclavePool:
             str(res_w),
             str(life_r),
             str(os.getpid()),
+            str(marker_fd),
         ]
         try:
             popen = subprocess.Popen(
-                argv, pass_fds=(cmd_r, res_w, life_r), stdin=subprocess.DEVNULL
+                argv,
+                pass_fds=(cmd_r, res_w, life_r, marker_fd),
+                stdin=subprocess.DEVNULL,
             )
         finally:
-            for fd in (cmd_r, res_w, life_r):
+            for fd in (cmd_r, res_w, life_r, marker_fd):
                 os.close(fd)
 
         ready: asyncio.Future[None] = loop.create_future()
@@ -426,6 +459,7 @@ class EnclavePool:
             writer=_PipeWriter(loop, cmd_w),
             lifeline_fd=life_w,
             ready=ready,
+            marker=marker,
         )
         _FrameReader(
             loop,
@@ -467,6 +501,7 @@ class EnclavePool:
         if not process.outstanding or process.outstanding[0].job_id != job_id:
             raise BugError(f"pool process {process.pid} answered out of order")
         pending = process.outstanding.popleft()
+        process.idle_seen = False
         self._head_started(process)
 
         result = PoolResult(
@@ -522,10 +557,17 @@ class EnclavePool:
         process.outstanding.clear()
         self._processes.remove(process)
         if outstanding:
-            # Orders behind the head never started: back to the queue as they were.
-            for pending in reversed(outstanding[1:]):
-                self._queue.appendleft(pending)
-            self._requeue_head(outstanding[0], timed_out=process.retired)
+            # One order was running; the others either never started or
+            # finished with their results held uncommitted: back to the
+            # queue as they were, unharmed.
+            culprit = process.culprit or self._running(process, outstanding)
+            if culprit is None:
+                culprit = outstanding[0]
+            for pending in reversed(outstanding):
+                if pending is culprit:
+                    self._requeue_head(pending, timed_out=process.culprit is not None)
+                else:
+                    self._queue.appendleft(pending)
         if self._broken is None:
             self._replacements += 1
             self._spawn()
@@ -550,10 +592,19 @@ class EnclavePool:
             return
         self._queue.appendleft(pending)
 
-    def _on_timeout(self, process: _Process) -> None:
+    def _running(
+        self, process: _Process, outstanding: Sequence[_Pending]
+    ) -> _Pending | None:
+        """The order the process's marker says it runs, if any."""
+        if process.marker is None:
+            return None
+        job_id, _ = wire.read_marker(process.marker)
+        return next((p for p in outstanding if p.job_id == job_id), None)
+
+    def _on_timeout(self, process: _Process, head: _Pending) -> None:
         if process.exited or not process.outstanding:
             return
-        head = process.outstanding[0]
+        process.culprit = head
         cap = self._cap(head)
         self._timeouts += 1
         log.error(
@@ -585,14 +636,34 @@ class EnclavePool:
         process.timer = loop.call_at(deadline, self._on_timer, process)
 
     def _on_timer(self, process: _Process) -> None:
+        """Check the order running now against its own cap.
+
+        The head's deadline is when to look; the marker says which order
+        runs and since when (results held for a group commit come back
+        after the orders behind them ran).
+        """
         process.timer = None
         deadline = process.head_deadline
-        if process.exited or deadline is None:
+        if process.exited or deadline is None or not process.outstanding:
             return
         loop = self._loop
         assert loop is not None
-        if loop.time() >= deadline:
-            self._on_timeout(process)
+        now = loop.time()
+        culprit = process.outstanding[0]
+        running = self._running(process, process.outstanding)
+        if running is not None:
+            process.idle_seen = False
+            assert process.marker is not None
+            _, started = wire.read_marker(process.marker)
+            # The marker holds time.monotonic(); the loop's clock may differ.
+            deadline = started + self._cap(running) - time.monotonic() + now
+            culprit = running
+        elif not process.idle_seen:
+            # Between orders (committing, sending): look again one cap later.
+            process.idle_seen = True
+            deadline = now + self._cap(culprit)
+        if now >= deadline:
+            self._on_timeout(process, culprit)
         else:
             process.timer = loop.call_at(deadline, self._on_timer, process)
 
@@ -703,6 +774,40 @@ async def open_pool(
 
 
 # --- plumbing ----------------------------------------------------------------------
+
+
+def _enter_batch_scheduling() -> int | None:
+    """Put the calling thread under SCHED_BATCH; its previous policy, or None.
+
+    A woken SCHED_BATCH thread waits for the running task's time slice
+    instead of preempting it (sched(7)). For the pool this means a busy
+    process is no longer interrupted by the parent on every result it
+    writes: the parent wakes once per slice and takes every result waiting
+    by then. Measured here with both cores busy: 0.9 involuntary context
+    switches per order became 0.1, and the parent's CPU per order halved.
+    A thread that finds a core idle still runs at once, so an unloaded
+    pool answers as fast as before. Threads and processes started later
+    inherit the policy (the pool processes are batch work too).
+    """
+    try:
+        previous = os.sched_getscheduler(0)
+        if previous == os.SCHED_BATCH:
+            return None
+        if previous != os.SCHED_OTHER:
+            # Real-time or idle policies were the operator's choice: keep them.
+            return None
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError) as exc:
+        log.info("enclave pool: SCHED_BATCH not available (%s); continuing", exc)
+        return None
+    return previous
+
+
+def _leave_batch_scheduling(previous: int) -> None:
+    try:
+        os.sched_setscheduler(0, previous, os.sched_param(0))
+    except OSError as exc:
+        log.warning("enclave pool: could not restore the scheduling policy: %s", exc)
 
 
 class _PipeWriter:

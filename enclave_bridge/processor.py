@@ -210,6 +210,25 @@ class _Refusal(Exception):
         self.message = message
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """A request parsed and hashed by :meth:`WorkOrderProcessor.prepare`.
+
+    Nothing is decrypted or verified yet. The pool reads ``request_hash``
+    to look up the order's result and the hash's claim in one read before
+    the expensive checks; :meth:`WorkOrderProcessor.process` takes the
+    object and goes on from where ``prepare`` stopped.
+    """
+
+    source: RawRequest
+    # normalise_expected_ids() of the caller's ids.
+    expected: Mapping[str, str] | None
+    parsed: WorkOrderRequest | None
+    # None when the request did not parse: process() refuses it.
+    request_hash: bytes | None
+    refusal: _Refusal | None
+
+
 @dataclass
 class _Opened:
     """A verified request with what decryption produced."""
@@ -279,9 +298,30 @@ class WorkOrderProcessor:
         except WorkOrderError:
             return None
 
+    def prepare(
+        self, request: RawRequest, expected_ids: Mapping[str, str] | None = None
+    ) -> PreparedRequest:
+        """Parse the request and compute its hash; never raises for bad input.
+
+        Malformed ``expected_ids`` raise, as they do in :meth:`process`:
+        they are the caller's, not the requester's.
+        """
+        expected = normalise_expected_ids(expected_ids)
+        parsed: WorkOrderRequest | None = None
+        try:
+            parsed = self._parse(request, expected)
+            return PreparedRequest(
+                request, expected, parsed, crypto.request_hash(parsed), None
+            )
+        except _Refusal as refusal:
+            return PreparedRequest(request, expected, parsed, None, refusal)
+        except Exception:
+            log.exception("work order check failed unexpectedly")
+            return PreparedRequest(request, expected, parsed, None, _internal())
+
     def process(
         self,
-        request: RawRequest,
+        request: RawRequest | PreparedRequest,
         *,
         state: Mapping[str, Any] | None = None,
         target: AnyTarget | None = None,
@@ -301,19 +341,24 @@ class WorkOrderProcessor:
         A request whose own ids differ is refused before any cryptography,
         and every answer is then signed by the expected worker's key: the
         registry accepts no other signature for the order.
+
+        A :class:`PreparedRequest` carries its own expected ids; passing
+        ``expected_ids`` with it is a bug.
         """
-        expected = normalise_expected_ids(expected_ids)
-        parsed: WorkOrderRequest | None = None
-        request_hash: bytes | None = None
+        if not isinstance(request, PreparedRequest):
+            request = self.prepare(request, expected_ids)
+        elif expected_ids is not None:
+            raise BugError("a prepared request carries its expected ids already")
+        source, expected = request.source, request.expected
+        parsed, request_hash = request.parsed, request.request_hash
 
         def refuse(refusal: _Refusal) -> ProcessOutcome:
-            return self._refuse(
-                request, parsed, request_hash, refusal, target, expected
-            )
+            return self._refuse(source, parsed, request_hash, refusal, target, expected)
 
+        if request.refusal is not None:
+            return refuse(request.refusal)
+        assert parsed is not None and request_hash is not None
         try:
-            parsed = self._parse(request, expected)
-            request_hash = crypto.request_hash(parsed)
             opened = self._open(parsed, request_hash)
         except _Refusal as refusal:
             return refuse(refusal)

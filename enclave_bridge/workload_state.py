@@ -9,6 +9,11 @@ The interface (:class:`WorkloadStateStore`) is four calls:
     the result committed for a work order, if any;
 ``claimed_by(worker_id, request_hash)``
     which order holds the claim on a request hash, if any;
+``lookup(order_key, worker_id, request_hash)``
+    both of the above in one read (one read transaction in SQLite);
+``commit_many(staged)``
+    results without state changes, each judged as ``commit`` would judge
+    it, in one transaction (a pool process commits a few orders at once);
 ``commit(...)``
     ONE atomic transaction that (a) stores the order's result keyed by
     order key, (b) claims the request hash for that order if asked to, and
@@ -54,7 +59,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,6 +77,7 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    literal_column,
     select,
     update,
 )
@@ -162,7 +168,15 @@ class WorkloadStateStore(Protocol):
 
     def claimed_by(self, worker_id: str, request_hash: bytes) -> str | None: ...
 
+    def lookup(
+        self, order_key: str, worker_id: str, request_hash: bytes
+    ) -> tuple[StoredResult | None, str | None]: ...
+
     def claim(self, worker_id: str, request_hash: bytes, order_key: str) -> bool: ...
+
+    def commit_many(
+        self, staged: Sequence[tuple[StoredResult, bool]]
+    ) -> list[CommitOutcome]: ...
 
     def commit(
         self,
@@ -274,6 +288,23 @@ class SqliteWorkloadStateStore:
 
         return None if row is None else str(row[0])
 
+    def lookup(
+        self, order_key: str, worker_id: str, request_hash: bytes
+    ) -> tuple[StoredResult | None, str | None]:
+        with _translated("read a work-order result and its claim"):
+            row = self._one(
+                self._sql.lookup,
+                order_key=order_key,
+                worker_id=worker_id,
+                request_hash=request_hash,
+            )
+        assert row is not None  # an outer join of one row always has one
+        owner = None if row[0] is None else str(row[0])
+        # status is NOT NULL: None means the join found no result.
+        stored = None if row[3] is None else _stored(order_key, row[1:])
+
+        return stored, owner
+
     def claim(self, worker_id: str, request_hash: bytes, order_key: str) -> bool:
         keys = {"worker_id": worker_id, "request_hash": request_hash}
         with _translated("claim a request hash"), self._write():
@@ -305,6 +336,47 @@ class SqliteWorkloadStateStore:
                 tx.rollback = True
 
         return outcome
+
+    def commit_many(
+        self, staged: Sequence[tuple[StoredResult, bool]]
+    ) -> list[CommitOutcome]:
+        if not staged:
+            return []
+        with _translated("commit work-order results"), self._write():
+            return [self._commit_stateless(result, claim) for result, claim in staged]
+
+    def _commit_stateless(self, result: StoredResult, claim: bool) -> CommitOutcome:
+        """commit() without state, inside a write transaction; writes only on success."""
+        if claim and result.request_hash is None:
+            raise BugError("a claim needs the request hash")
+        owner: tuple[Any, ...] | None = None
+        if claim:
+            owner = self._one(
+                self._sql.claim_owner,
+                worker_id=result.worker_id,
+                request_hash=result.request_hash,
+            )
+            if owner is not None and str(owner[0]) != result.order_key:
+                return CommitOutcome.DUPLICATE
+        if not self._run(
+            self._sql.insert_result_if_new,
+            order_key=result.order_key,
+            worker_id=result.worker_id,
+            request_hash=result.request_hash,
+            status=result.status,
+            response=result.response,
+            result_signature=result.result_signature,
+            committed_at=int(time.time()),
+        ):
+            return CommitOutcome.ALREADY_COMMITTED
+        if claim and owner is None:
+            self._run(
+                self._sql.insert_claim_if_new,
+                worker_id=result.worker_id,
+                request_hash=result.request_hash,
+                order_key=result.order_key,
+            )
+        return CommitOutcome.COMMITTED
 
     def _commit_in(
         self,
@@ -478,6 +550,27 @@ class _Statements:
             ),
             dialect,
         )
+        # One read transaction instead of two: after a write by another
+        # process SQLite starts each read transaction with an empty page
+        # cache, so each one costs the B-tree pages again.
+        one_row = select(literal_column("1").label("one")).subquery()
+        self.lookup = _prepare(
+            select(
+                select(k.order_key)
+                .where(
+                    k.worker_id == p("worker_id"), k.request_hash == p("request_hash")
+                )
+                .scalar_subquery(),
+                r.worker_id,
+                r.request_hash,
+                r.status,
+                r.response,
+                r.result_signature,
+            ).select_from(
+                one_row.outerjoin(work_order_result, r.order_key == p("order_key"))
+            ),
+            dialect,
+        )
         self.insert_claim_if_new = _prepare(
             sqlite_insert(request_claim)
             .values(
@@ -584,10 +677,24 @@ class MemoryWorkloadStateStore:
         with self._lock:
             return self._claims.get((worker_id, request_hash))
 
+    def lookup(
+        self, order_key: str, worker_id: str, request_hash: bytes
+    ) -> tuple[StoredResult | None, str | None]:
+        with self._lock:
+            return (
+                self._results.get(order_key),
+                self._claims.get((worker_id, request_hash)),
+            )
+
     def claim(self, worker_id: str, request_hash: bytes, order_key: str) -> bool:
         with self._lock:
             owner = self._claims.setdefault((worker_id, request_hash), order_key)
         return owner == order_key
+
+    def commit_many(
+        self, staged: Sequence[tuple[StoredResult, bool]]
+    ) -> list[CommitOutcome]:
+        return [self.commit(result, claim=claim) for result, claim in staged]
 
     def commit(
         self,
@@ -662,11 +769,22 @@ def execute_once(
     stateful: bool,
     execute: Executor,
     on_start: Callable[[bytes], None] | None = None,
+    request_hash: bytes | None = None,
+    stage: Callable[[StoredResult, bool], None] | None = None,
 ) -> Outcome:
     """Run a work order at most once to a committed result (see module doc).
 
     ``on_start(request_hash)`` is called just before the workload would run
-    (the audit log hooks in there).
+    (the audit log hooks in there). ``request_hash``, when the caller
+    already knows it, lets the first run read the order's result and the
+    hash's claim in one :meth:`~WorkloadStateStore.lookup`; the commit
+    checks the claim again, so a claim taken in between is still caught.
+
+    ``stage(result, claim)``, when given, takes a stateless order's result
+    instead of :meth:`~WorkloadStateStore.commit`: the caller commits it
+    later with :meth:`~WorkloadStateStore.commit_many` and owns what that
+    answers (the returned Outcome assumes COMMITTED). Stateful orders are
+    always committed here.
     """
     lock: contextlib.AbstractContextManager[None] = (
         store.state_lock(worker_id, workload)
@@ -676,7 +794,13 @@ def execute_once(
     with lock:
         duplicate = False
         for attempt in range(MAX_CONFLICT_RERUNS):
-            stored = store.result(order_key)
+            # (hash, owner) read with the result; later runs read afresh.
+            known: tuple[bytes, str | None] | None = None
+            if attempt == 0 and request_hash is not None:
+                stored, owner = store.lookup(order_key, worker_id, request_hash)
+                known = (request_hash, owner)
+            else:
+                stored = store.result(order_key)
             if stored is not None:
                 return Outcome(result=stored, executed=False, reruns=attempt)
 
@@ -686,18 +810,22 @@ def execute_once(
             claimed: list[bytes] = []
 
             def claim_request(
-                request_hash: bytes,
+                digest: bytes,
                 _dup: bool = duplicate,
                 _claimed: list[bytes] = claimed,
+                _known: tuple[bytes, str | None] | None = known,
             ) -> bool:
                 if _dup:
                     return False
-                owner = store.claimed_by(worker_id, request_hash)
+                if _known is not None and _known[0] == digest:
+                    owner = _known[1]
+                else:
+                    owner = store.claimed_by(worker_id, digest)
                 if owner not in (None, order_key):
                     return False
-                _claimed.append(request_hash)
+                _claimed.append(digest)
                 if on_start is not None:
-                    on_start(request_hash)
+                    on_start(digest)
                 return True
 
             run = execute(snapshot, claim_request)
@@ -710,9 +838,13 @@ def execute_once(
                 result_signature=run.result_signature,
             )
             new_state = run.new_state if snapshot is not None else None
+            claim = run.request_hash is not None and run.request_hash in claimed
+            if stage is not None and snapshot is None:
+                stage(result, claim)
+                return Outcome(result=result, executed=bool(claimed), reruns=attempt)
             outcome = store.commit(
                 result,
-                claim=run.request_hash is not None and run.request_hash in claimed,
+                claim=claim,
                 workload=workload,
                 expected_version=snapshot.version if snapshot is not None else 0,
                 new_state=new_state,

@@ -216,7 +216,7 @@ async def bench(args: argparse.Namespace) -> int:
             print(f"{count} work orders of each style per round, built before it")
             await drive(pool, build_jobs(worker, "tcbridge", 50, "warm"), 5.0, 8)
 
-            clients = args.clients or pool.size * pool.depth * 2
+            clients = args.clients or pool.size * pool.depth
             print(f"running {pool.size} processes, {clients} orders in flight ...")
             before = first
             for n in range(args.rounds):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -152,20 +154,22 @@ async def test_copied_request_is_deduplicated(
 
 async def test_stats_snapshot(pool: EnclavePool, make_order: OrderMaker) -> None:
     """Statistics count queued, in-flight, done and failed orders and the oldest wait."""
-    slow = [make_order("test-sleep", "0.3")[0] for _ in range(6)]
+    capacity = pool.size * pool.depth
+    slow = [make_order("test-sleep", "0.3")[0] for _ in range(capacity + 2)]
     tasks = [asyncio.ensure_future(pool.submit(job)) for job in slow]
     await asyncio.sleep(0.15)
 
     busy = pool.stats()
     assert busy.processes == 2
-    assert busy.in_flight == 4 and busy.queued == 2
+    assert busy.in_flight == capacity and busy.queued == 2
     assert busy.oldest_queued_age > 0.1
     await asyncio.gather(*tasks)
     bad = PoolJob(order_key="garbage", request=b"{not json")
     assert (await pool.submit(bad)).status != 0
 
     idle = pool.stats()
-    assert (idle.queued, idle.in_flight, idle.done, idle.failed) == (0, 0, 7, 1)
+    done = len(slow) + 1
+    assert (idle.queued, idle.in_flight, idle.done, idle.failed) == (0, 0, done, 1)
     assert idle.oldest_queued_age == 0.0
 
 
@@ -270,3 +274,104 @@ async def test_parent_checkpoints_the_state_wal(
             await asyncio.sleep(0.05)
 
         assert path.stat().st_size > before
+
+
+@pytest.fixture
+async def one_process_pool(
+    tmp_path: Path, sealed_worker: SealedIdentity
+) -> AsyncIterator[EnclavePool]:
+    """One pool process, so orders submitted together share its group commit."""
+    async with open_pool(
+        [sealed_worker],
+        PASSPHRASE,
+        tmp_path / "state.db",
+        processes=1,
+        registry=TEST_REGISTRY,
+        audit_log=tmp_path / "audit.log",
+        default_max_seconds=10.0,
+    ) as running:
+        yield running
+
+
+async def test_a_hang_behind_held_results_is_blamed_on_itself(
+    one_process_pool: EnclavePool, make_order: OrderMaker
+) -> None:
+    """Results held for a group commit do not take the blame for the order after them."""
+    pool = one_process_pool
+    quick = [make_order("echo-result", f"quick {n}")[0] for n in range(3)]
+    hang, _ = make_order("test-sleep", "30", max_seconds=0.5)
+    after, _ = make_order("echo-result", "after")
+
+    results = await asyncio.gather(*(pool.submit(job) for job in [*quick, hang, after]))
+
+    *first, hung, last = results
+    assert [r.status for r in first] == [0, 0, 0]
+    assert all(r.pool_failure is None for r in first)
+    assert hung.pool_failure == "timeout" and hung.status == EeaError.UNKNOWN_ERROR
+    assert last.status == 0 and last.pool_failure is None
+    assert pool.stats().timeouts == 1
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+async def test_a_crash_behind_held_results_is_blamed_on_itself(
+    one_process_pool: EnclavePool, make_order: OrderMaker, how: str
+) -> None:
+    """A crash after results were held counts against the crashing order only."""
+    pool = one_process_pool
+    crash_order = json.dumps({"how": how, "marker": None})
+    # Twice the held orders before the crash: each would use up its retries
+    # if a crash were blamed on the first outstanding order.
+    quick = [make_order("echo-result", f"quick {n}")[0] for n in range(2)]
+    crasher, _ = make_order("test-crash", crash_order)
+
+    results = await asyncio.gather(*(pool.submit(job) for job in [*quick, crasher]))
+
+    assert [r.status for r in results[:2]] == [0, 0]
+    assert all(r.pool_failure is None for r in results[:2])
+    assert results[2].pool_failure == "crashed"
+    assert pool.stats().crashes == 2
+
+
+async def test_held_results_are_committed_before_they_are_sent(
+    one_process_pool: EnclavePool, make_order: OrderMaker, tmp_path: Path
+) -> None:
+    """Every answer that left the process is committed: a retry gets the same bytes."""
+    pool = one_process_pool
+    jobs = [make_order("echo-result", f"order {n}")[0] for n in range(12)]
+
+    first = await asyncio.gather(*(pool.submit(job) for job in jobs))
+    again = await asyncio.gather(*(pool.submit(job) for job in jobs))
+
+    assert all(r.status == 0 and r.executed for r in first)
+    assert [r.response_bytes for r in again] == [r.response_bytes for r in first]
+    assert not any(r.executed for r in again)
+    commits = [
+        line["orderKey"]
+        for line in audit_lines(tmp_path / "audit.log")
+        if line["event"] == "commit"
+    ]
+    assert sorted(commits) == sorted(job.order_key for job in jobs)
+
+
+async def test_batch_scheduling_for_the_pool_and_back(
+    tmp_path: Path, sealed_worker: SealedIdentity
+) -> None:
+    """The loop thread and the processes run SCHED_BATCH while the pool is open."""
+    before = os.sched_getscheduler(0)
+    assert before == os.SCHED_OTHER
+    async with open_pool(
+        [sealed_worker], PASSPHRASE, tmp_path / "state.db", processes=1
+    ) as pool:
+        assert os.sched_getscheduler(0) == os.SCHED_BATCH
+        assert os.sched_getscheduler(pool.pids()[0]) == os.SCHED_BATCH
+    assert os.sched_getscheduler(0) == before
+
+    async with open_pool(
+        [sealed_worker],
+        PASSPHRASE,
+        tmp_path / "other.db",
+        processes=1,
+        batch_scheduling=False,
+    ) as pool:
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
+        assert os.sched_getscheduler(pool.pids()[0]) == os.SCHED_OTHER

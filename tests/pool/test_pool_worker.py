@@ -15,6 +15,8 @@ def test_process_exits_when_the_lifeline_closes() -> None:
     cmd_r, cmd_w = os.pipe()
     res_r, res_w = os.pipe()
     life_r, life_w = os.pipe()
+    marker = os.memfd_create("test-marker")
+    os.ftruncate(marker, wire.MARKER.size)
     child = subprocess.Popen(
         [
             sys.executable,
@@ -24,10 +26,11 @@ def test_process_exits_when_the_lifeline_closes() -> None:
             str(res_w),
             str(life_r),
             str(os.getpid()),
+            str(marker),
         ],
-        pass_fds=(cmd_r, res_w, life_r),
+        pass_fds=(cmd_r, res_w, life_r, marker),
     )
-    for fd in (cmd_r, res_w, life_r):
+    for fd in (cmd_r, res_w, life_r, marker):
         os.close(fd)
     try:
         time.sleep(0.3)

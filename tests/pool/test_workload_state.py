@@ -329,3 +329,48 @@ def test_state_lock_holds_back_another_process(tmp_path: Path) -> None:
     assert other.exitcode == 0
     assert store.load(WORKER, HEART).state == {"totalRisk": 47, "count": 1}
     store.close()
+
+
+def test_commit_many_judges_each_result_as_commit_would(
+    store: WorkloadStateStore,
+) -> None:
+    """A group commit writes what commit() would and nothing for a refused item."""
+    assert store.commit(_result("taken", b"t" * 32), claim=True) is (
+        CommitOutcome.COMMITTED
+    )
+    assert store.commit(_result("done", b"d" * 32), claim=True) is (
+        CommitOutcome.COMMITTED
+    )
+    first_done = store.result("done")
+
+    outcomes = store.commit_many(
+        [
+            (_result("new", b"n" * 32), True),
+            (_result("copy", b"t" * 32), True),  # hash claimed by "taken"
+            (_result("done", b"x" * 32), True),  # order answered already
+            (_result("refusal", None), False),
+        ]
+    )
+
+    assert outcomes == [
+        CommitOutcome.COMMITTED,
+        CommitOutcome.DUPLICATE,
+        CommitOutcome.ALREADY_COMMITTED,
+        CommitOutcome.COMMITTED,
+    ]
+    assert store.claimed_by(WORKER, b"n" * 32) == "new"
+    assert store.result("copy") is None
+    assert store.result("done") == first_done
+    # The refused retry of "done" claimed nothing.
+    assert store.claimed_by(WORKER, b"x" * 32) is None
+    assert store.result("refusal") == _result("refusal", None)
+
+
+def test_lookup_reads_result_and_claim_together(store: WorkloadStateStore) -> None:
+    """lookup() answers what result() and claimed_by() answer."""
+    assert store.lookup("o1", WORKER, b"h" * 32) == (None, None)
+    store.commit(_result("o1"), claim=True)
+
+    assert store.lookup("o1", WORKER, b"h" * 32) == (_result("o1"), "o1")
+    assert store.lookup("o2", WORKER, b"h" * 32) == (None, "o1")
+    assert store.lookup("o1", WORKER, b"z" * 32) == (_result("o1"), None)
