@@ -358,16 +358,7 @@ class SqliteWorkloadStateStore:
             )
             if owner is not None and str(owner[0]) != result.order_key:
                 return CommitOutcome.DUPLICATE
-        if not self._run(
-            self._sql.insert_result_if_new,
-            order_key=result.order_key,
-            worker_id=result.worker_id,
-            request_hash=result.request_hash,
-            status=result.status,
-            response=result.response,
-            result_signature=result.result_signature,
-            committed_at=int(time.time()),
-        ):
+        if not self._insert_result(result):
             return CommitOutcome.ALREADY_COMMITTED
         if claim and owner is None:
             self._run(
@@ -409,18 +400,24 @@ class SqliteWorkloadStateStore:
                 result.worker_id, workload, expected_version, encode_state(new_state)
             ):
                 return CommitOutcome.CONFLICT
-        inserted = self._run(
-            sql.insert_result_if_new,
-            order_key=result.order_key,
-            worker_id=result.worker_id,
-            request_hash=result.request_hash,
-            status=result.status,
-            response=result.response,
-            result_signature=result.result_signature,
-            committed_at=int(time.time()),
-        )
+        inserted = self._insert_result(result)
 
         return CommitOutcome.COMMITTED if inserted else CommitOutcome.ALREADY_COMMITTED
+
+    def _insert_result(self, result: StoredResult) -> bool:
+        """Store the result unless the order has one already; True if stored."""
+        return bool(
+            self._run(
+                self._sql.insert_result_if_new,
+                order_key=result.order_key,
+                worker_id=result.worker_id,
+                request_hash=result.request_hash,
+                status=result.status,
+                response=result.response,
+                result_signature=result.result_signature,
+                committed_at=int(time.time()),
+            )
+        )
 
     def _replace_state(
         self, worker_id: str, workload: str, expected_version: int, text: str

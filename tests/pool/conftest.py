@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -65,16 +66,23 @@ async def pool(
     tmp_path: Path, sealed_worker: SealedIdentity
 ) -> AsyncIterator[EnclavePool]:
     """Two pool processes with the test workloads and an audit log."""
-    async with open_pool(
+    async with open_test_pool(tmp_path, sealed_worker, processes=2) as running:
+        yield running
+
+
+def open_test_pool(
+    tmp_path: Path, sealed_worker: SealedIdentity, *, processes: int
+) -> contextlib.AbstractAsyncContextManager[EnclavePool]:
+    """A pool of the test workloads, its state and audit log in ``tmp_path``."""
+    return open_pool(
         [sealed_worker],
         PASSPHRASE,
         tmp_path / "state.db",
-        processes=2,
+        processes=processes,
         registry=TEST_REGISTRY,
         audit_log=tmp_path / "audit.log",
         default_max_seconds=10.0,
-    ) as running:
-        yield running
+    )
 
 
 def audit_lines(path: Path) -> list[dict[str, Any]]:

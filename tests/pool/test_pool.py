@@ -22,7 +22,13 @@ from enclave_bridge.result_signature import (
     EthereumDomain,
     recover_eip712_signer,
 )
-from tests.pool.conftest import PASSPHRASE, TEST_REGISTRY, OrderMaker, audit_lines
+from tests.pool.conftest import (
+    PASSPHRASE,
+    TEST_REGISTRY,
+    OrderMaker,
+    audit_lines,
+    open_test_pool,
+)
 
 DOMAIN = EthereumDomain(31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3")
 
@@ -281,15 +287,7 @@ async def one_process_pool(
     tmp_path: Path, sealed_worker: SealedIdentity
 ) -> AsyncIterator[EnclavePool]:
     """One pool process, so orders submitted together share its group commit."""
-    async with open_pool(
-        [sealed_worker],
-        PASSPHRASE,
-        tmp_path / "state.db",
-        processes=1,
-        registry=TEST_REGISTRY,
-        audit_log=tmp_path / "audit.log",
-        default_max_seconds=10.0,
-    ) as running:
+    async with open_test_pool(tmp_path, sealed_worker, processes=1) as running:
         yield running
 
 
