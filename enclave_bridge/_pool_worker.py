@@ -491,7 +491,7 @@ class _Session:
         commands: BinaryIO,
         cmd_fd: int,
         result_fd: int,
-        marker: Marker | None,
+        marker: Marker,
     ) -> None:
         self.server = server
         self.commands = commands
@@ -522,11 +522,11 @@ class _Session:
             def stage(result: StoredResult, claim: bool) -> None:
                 staged.append((result, claim))
 
-            if self.marker is not None:
-                self.marker.running(job_id)
+            # No try/finally: a process that dies mid-order must leave the
+            # marker naming that order.
+            self.marker.running(job_id)
             answer = server.run(order_key, request, target, ids, stage=stage)
-            if self.marker is not None:
-                self.marker.idle()
+            self.marker.idle()
             self.held.append(
                 _Held(
                     job_id,
@@ -541,8 +541,7 @@ class _Session:
         elif kind == "fail":
             # Decided outside; it reads committed results, so commit first.
             self.flush()
-            if self.marker is not None:
-                self.marker.running(job_id)
+            self.marker.running(job_id)
             answer = server.fail(
                 message[2],
                 message[3],
@@ -551,8 +550,7 @@ class _Session:
                 message[6],
                 ids_from_wire(message[7]),
             )
-            if self.marker is not None:
-                self.marker.idle()
+            self.marker.idle()
             self.held.append(_Held(job_id, message[2], message[3], None, None, answer))
         else:
             raise ValueError(f"unknown message kind {kind!r}")
@@ -572,13 +570,9 @@ class _Session:
         if not self.held:
             return
         server = self.server
-        staged = [held for held in self.held if held.staged is not None]
-        outcomes = server.store.commit_many(
-            [held.staged for held in staged if held.staged]
-        )
-        for held, outcome in zip(staged, outcomes, strict=True):
-            assert held.staged is not None
-            result = held.staged[0]
+        staged = [(held, held.staged) for held in self.held if held.staged]
+        outcomes = server.store.commit_many([item for _, item in staged])
+        for (held, (result, _)), outcome in zip(staged, outcomes, strict=True):
             if outcome is CommitOutcome.COMMITTED:
                 server.audit_commit(held.order_key, result, held.answer[4])
             elif outcome is CommitOutcome.ALREADY_COMMITTED:
@@ -600,7 +594,7 @@ class _Session:
         write_all(self.result_fd, frames)
 
 
-def serve(cmd_fd: int, result_fd: int, marker: Marker | None = None) -> None:
+def serve(cmd_fd: int, result_fd: int, marker: Marker) -> None:
     commands = os.fdopen(cmd_fd, "rb", buffering=1 << 16)
     init = read_frame(commands)
     if init is None:
