@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from enclave_bridge.eea import (
     DataItem,
     EeaError,
     Limits,
     WorkOrderStatus,
+    decode_base64,
+    decode_hex,
     parse_request,
     peek_work_order_id,
 )
@@ -316,3 +323,50 @@ def test_brackets_inside_strings_do_not_count() -> None:
     parsed = parse_request(json.dumps(request).encode())
 
     assert parsed.result_uri == request["params"]["resultUri"]
+
+
+# The definitions decode_hex and decode_base64 replaced (regular expressions
+# then the standard library): the fast checks must accept and refuse alike.
+_OLD_HEX = re.compile(r"[0-9a-fA-F]*")
+_OLD_B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def _old_hex(text: str) -> bytes | None:
+    if len(text) % 2 or not _OLD_HEX.fullmatch(text):
+        return None
+    return bytes.fromhex(text)
+
+
+def _old_base64(text: str) -> bytes | None:
+    if len(text) % 4 or not _OLD_B64.fullmatch(text):
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error:
+        return None
+
+
+def _new(decode: Callable[[str, str], bytes], text: str) -> bytes | None:
+    try:
+        return decode(text, "field")
+    except WorkOrderError as exc:
+        assert exc.field == "field"
+        return None
+
+
+_HEX_ALPHABET = "0123456789abcdefABCDEFgG \t\n-+x\u0660\u00e9"
+_B64_ALPHABET = "AZaz09+/=-_ \n\u00e9\u0660"
+
+
+@given(st.text(alphabet=_HEX_ALPHABET, max_size=12) | st.text(max_size=8))
+def test_decode_hex_accepts_and_refuses_as_before(text: str) -> None:
+    assert _new(decode_hex, text) == _old_hex(text)
+
+
+@given(
+    st.text(alphabet=_B64_ALPHABET, max_size=12)
+    | st.binary(max_size=9).map(lambda b: base64.b64encode(b).decode())
+    | st.text(max_size=8)
+)
+def test_decode_base64_accepts_and_refuses_as_before(text: str) -> None:
+    assert _new(decode_base64, text) == _old_base64(text)
