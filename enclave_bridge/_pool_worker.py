@@ -62,6 +62,7 @@ from enclave_bridge.processor import (
     EthereumTarget,
     FabricTarget,
     OracleTarget,
+    PreparedRequest,
     ProcessorPolicy,
     WorkOrderProcessor,
 )
@@ -318,12 +319,18 @@ class Server:
         request: bytes,
         target: Target,
         expected_ids: Mapping[str, str] | None = None,
-        stage: Callable[[StoredResult, bool], None] | None = None,
     ) -> Answer:
-        """Run one order; with ``stage``, a stateless result is staged, not committed.
+        """Run one order to a committed answer."""
+        return self.finish(self.begin(order_key, request, target, expected_ids))
 
-        A staged answer is provisional until :meth:`commit_staged` judges it.
-        """
+    def begin(
+        self,
+        order_key: str,
+        request: bytes,
+        target: Target,
+        expected_ids: Mapping[str, str] | None = None,
+    ) -> _Order:
+        """Decode, route, parse and hash an order: what its store lookup needs."""
         # Decoded once: for routing here and for the processor's checks.
         loaded = self.processor.load(request)
         worker_id, workload_name = _routing(loaded)
@@ -331,12 +338,30 @@ class Server:
             # The registry's worker owns the order, its state and its claims.
             worker_id = expected_ids["workerId"].lower()
         workload = self.registry.get(workload_name) if workload_name else None
-        stateful = bool(workload is not None and workload.stateful)
-        # Parsed and hashed first, so the store reads the order's result and
-        # the hash's claim together.
-        prepared = self.processor.prepare(
-            loaded if loaded is not None else request, expected_ids
+        return _Order(
+            order_key,
+            worker_id,
+            workload_name,
+            bool(workload is not None and workload.stateful),
+            target,
+            self.processor.prepare(
+                loaded if loaded is not None else request, expected_ids
+            ),
         )
+
+    def finish(
+        self,
+        order: _Order,
+        *,
+        known: tuple[StoredResult | None, str | None] | None = None,
+        stage: Callable[[StoredResult, bool], None] | None = None,
+    ) -> Answer:
+        """Run a begun order; with ``stage``, a stateless result is staged, not committed.
+
+        ``known`` is the order's store lookup, read before. A staged answer
+        is provisional until :meth:`_Session.flush` commits it.
+        """
+        order_key, target, prepared = order.order_key, order.target, order.prepared
 
         def execute(
             snapshot: StateSnapshot | None, claim: Callable[[bytes], bool]
@@ -360,16 +385,17 @@ class Server:
 
         done = execute_once(
             self.store,
-            worker_id=worker_id,
+            worker_id=order.worker_id,
             order_key=order_key,
-            workload=workload_name,
-            stateful=stateful,
+            workload=order.workload,
+            stateful=order.stateful,
             execute=execute,
             on_start=on_start,
             request_hash=prepared.request_hash,
             stage=stage,
+            known=known,
         )
-        if stage is None or stateful:
+        if stage is None or order.stateful:
             self.audit_commit(order_key, done.result, done.executed)
 
         return _answer(done.result, done.executed)
@@ -434,6 +460,27 @@ class Server:
 
 
 Answer = tuple[int, bytes, bytes | None, bytes | None, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class _Order:
+    """An order parsed and hashed by :meth:`Server.begin`, not run yet."""
+
+    order_key: str
+    # The worker that owns its state and claims (lower case).
+    worker_id: str
+    workload: str | None
+    stateful: bool
+    target: Target
+    prepared: PreparedRequest
+
+    def lookup_key(self) -> tuple[str, str, bytes] | None:
+        """What the store looks up for it before the run, None if nothing."""
+        hash_ = self.prepared.request_hash
+        # A stateful order reads under its state lock, not ahead of it.
+        if hash_ is None or self.stateful:
+            return None
+        return (self.order_key, self.worker_id, hash_)
 
 
 def _answer(result: StoredResult, executed: bool) -> Answer:
@@ -502,58 +549,102 @@ class _Session:
 
     def serve(self) -> None:
         while True:
-            message = read_frame(self.commands)
-            if message is None:
+            messages = self.read_waiting()
+            if not messages:
                 # The parent stopped sending: answer what is held, then go.
                 self.flush()
                 return
-            self.handle(message)
+            self.handle(messages)
             if len(self.held) >= MAX_HELD or not self.more_waiting():
                 self.flush()
 
-    def handle(self, message: tuple[Any, ...]) -> None:
-        kind, job_id = message[0], message[1]
+    def read_waiting(self) -> list[tuple[Any, ...]]:
+        """The next command (waiting for it), and those already waiting behind it.
+
+        No more than the held answers have room for; empty at end of file.
+        """
+        messages: list[tuple[Any, ...]] = []
+        while True:
+            message = read_frame(self.commands)
+            if message is None:
+                break
+            messages.append(message)
+            if len(self.held) + len(messages) >= MAX_HELD or not self.more_waiting():
+                break
+        return messages
+
+    def handle(self, messages: list[tuple[Any, ...]]) -> None:
+        """Run the commands in order; the orders' store lookups in one read first."""
         server = self.server
-        if kind == "run":
-            order_key, request = message[2], message[3]
-            target, ids = target_from_wire(message[4]), ids_from_wire(message[5])
-            staged: list[tuple[StoredResult, bool]] = []
-
-            def stage(result: StoredResult, claim: bool) -> None:
-                staged.append((result, claim))
-
-            # No try/finally: a process that dies mid-order must leave the
-            # marker naming that order.
-            self.marker.running(job_id)
-            answer = server.run(order_key, request, target, ids, stage=stage)
-            self.marker.idle()
-            self.held.append(
-                _Held(
-                    job_id,
-                    order_key,
-                    request,
-                    target,
-                    ids,
-                    answer,
-                    staged[0] if staged else None,
+        begun: dict[int, _Order] = {}
+        for message in messages:
+            if message[0] == "run":
+                # No try/finally around marked work: a process that dies
+                # there must leave the marker naming that order.
+                self.marker.running(message[1])
+                begun[message[1]] = server.begin(
+                    message[2],
+                    message[3],
+                    target_from_wire(message[4]),
+                    ids_from_wire(message[5]),
                 )
+                self.marker.idle()
+        keyed = [(job_id, order.lookup_key()) for job_id, order in begun.items()]
+        wanted = [(job_id, key) for job_id, key in keyed if key is not None]
+        found = server.store.lookup_many([key for _, key in wanted])
+        known = dict(zip((job_id for job_id, _ in wanted), found, strict=True))
+
+        for message in messages:
+            kind, job_id = message[0], message[1]
+            if kind == "run":
+                self.run(job_id, message[3], begun[job_id], known.get(job_id))
+            elif kind == "fail":
+                self.fail(message)
+            else:
+                raise ValueError(f"unknown message kind {kind!r}")
+
+    def run(
+        self,
+        job_id: int,
+        request: bytes,
+        order: _Order,
+        known: tuple[StoredResult | None, str | None] | None,
+    ) -> None:
+        staged: list[tuple[StoredResult, bool]] = []
+
+        def stage(result: StoredResult, claim: bool) -> None:
+            staged.append((result, claim))
+
+        self.marker.running(job_id)
+        answer = self.server.finish(order, known=known, stage=stage)
+        self.marker.idle()
+        self.held.append(
+            _Held(
+                job_id,
+                order.order_key,
+                request,
+                order.target,
+                order.prepared.expected,
+                answer,
+                staged[0] if staged else None,
             )
-        elif kind == "fail":
-            # Decided outside; it reads committed results, so commit first.
-            self.flush()
-            self.marker.running(job_id)
-            answer = server.fail(
-                message[2],
-                message[3],
-                target_from_wire(message[4]),
-                message[5],
-                message[6],
-                ids_from_wire(message[7]),
-            )
-            self.marker.idle()
-            self.held.append(_Held(job_id, message[2], message[3], None, None, answer))
-        else:
-            raise ValueError(f"unknown message kind {kind!r}")
+        )
+
+    def fail(self, message: tuple[Any, ...]) -> None:
+        # Decided outside; it reads committed results, so commit first.
+        self.flush()
+        job_id = message[1]
+        self.marker.running(job_id)
+        answer = self.server.fail(
+            message[2],
+            message[3],
+            target_from_wire(message[4]),
+            message[5],
+            message[6],
+            ids_from_wire(message[7]),
+        )
+        self.marker.idle()
+        self.held.append(_Held(job_id, message[2], message[3], None, None, answer))
 
     def more_waiting(self) -> bool:
         """True when a command is already buffered or in the pipe (never blocks)."""

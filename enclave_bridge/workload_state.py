@@ -11,6 +11,7 @@ The interface (:class:`WorkloadStateStore`) is four calls:
     which order holds the claim on a request hash, if any;
 ``lookup(order_key, worker_id, request_hash)``
     both of the above in one read (one read transaction in SQLite);
+    ``lookup_many`` does it for several orders in one read transaction;
 ``commit_many(staged)``
     results without state changes, each judged as ``commit`` would judge
     it, in one transaction (a pool process commits a few orders at once);
@@ -172,6 +173,10 @@ class WorkloadStateStore(Protocol):
         self, order_key: str, worker_id: str, request_hash: bytes
     ) -> tuple[StoredResult | None, str | None]: ...
 
+    def lookup_many(
+        self, keys: Sequence[tuple[str, str, bytes]]
+    ) -> list[tuple[StoredResult | None, str | None]]: ...
+
     def claim(self, worker_id: str, request_hash: bytes, order_key: str) -> bool: ...
 
     def commit_many(
@@ -292,12 +297,30 @@ class SqliteWorkloadStateStore:
         self, order_key: str, worker_id: str, request_hash: bytes
     ) -> tuple[StoredResult | None, str | None]:
         with _translated("read a work-order result and its claim"):
-            row = self._one(
-                self._sql.lookup,
-                order_key=order_key,
-                worker_id=worker_id,
-                request_hash=request_hash,
-            )
+            return self._lookup_in(order_key, worker_id, request_hash)
+
+    def lookup_many(
+        self, keys: Sequence[tuple[str, str, bytes]]
+    ) -> list[tuple[StoredResult | None, str | None]]:
+        if len(keys) <= 1:
+            return [self.lookup(*key) for key in keys]
+        with _translated("read work-order results and their claims"):
+            # One read transaction: the page cache is checked once, not per order.
+            self._conn.execute("BEGIN")
+            try:
+                return [self._lookup_in(*key) for key in keys]
+            finally:
+                self._conn.execute("COMMIT")
+
+    def _lookup_in(
+        self, order_key: str, worker_id: str, request_hash: bytes
+    ) -> tuple[StoredResult | None, str | None]:
+        row = self._one(
+            self._sql.lookup,
+            order_key=order_key,
+            worker_id=worker_id,
+            request_hash=request_hash,
+        )
         assert row is not None  # an outer join of one row always has one
         owner = None if row[0] is None else str(row[0])
         # status is NOT NULL: None means the join found no result.
@@ -683,6 +706,11 @@ class MemoryWorkloadStateStore:
                 self._claims.get((worker_id, request_hash)),
             )
 
+    def lookup_many(
+        self, keys: Sequence[tuple[str, str, bytes]]
+    ) -> list[tuple[StoredResult | None, str | None]]:
+        return [self.lookup(*key) for key in keys]
+
     def claim(self, worker_id: str, request_hash: bytes, order_key: str) -> bool:
         with self._lock:
             owner = self._claims.setdefault((worker_id, request_hash), order_key)
@@ -768,6 +796,7 @@ def execute_once(
     on_start: Callable[[bytes], None] | None = None,
     request_hash: bytes | None = None,
     stage: Callable[[StoredResult, bool], None] | None = None,
+    known: tuple[StoredResult | None, str | None] | None = None,
 ) -> Outcome:
     """Run a work order at most once to a committed result (see module doc).
 
@@ -776,6 +805,8 @@ def execute_once(
     already knows it, lets the first run read the order's result and the
     hash's claim in one :meth:`~WorkloadStateStore.lookup`; the commit
     checks the claim again, so a claim taken in between is still caught.
+    ``known``, that lookup's answer read earlier by the caller (with other
+    orders' in one read), saves the lookup.
 
     ``stage(result, claim)``, when given, takes a stateless order's result
     instead of :meth:`~WorkloadStateStore.commit`: the caller commits it
@@ -792,10 +823,12 @@ def execute_once(
         duplicate = False
         for attempt in range(MAX_CONFLICT_RERUNS):
             # (hash, owner) read with the result; later runs read afresh.
-            known: tuple[bytes, str | None] | None = None
+            known_claim: tuple[bytes, str | None] | None = None
             if attempt == 0 and request_hash is not None:
-                stored, owner = store.lookup(order_key, worker_id, request_hash)
-                known = (request_hash, owner)
+                stored, owner = known or store.lookup(
+                    order_key, worker_id, request_hash
+                )
+                known_claim = (request_hash, owner)
             else:
                 stored = store.result(order_key)
             if stored is not None:
@@ -810,7 +843,7 @@ def execute_once(
                 digest: bytes,
                 _dup: bool = duplicate,
                 _claimed: list[bytes] = claimed,
-                _known: tuple[bytes, str | None] | None = known,
+                _known: tuple[bytes, str | None] | None = known_claim,
             ) -> bool:
                 if _dup:
                     return False

@@ -374,3 +374,17 @@ def test_lookup_reads_result_and_claim_together(store: WorkloadStateStore) -> No
     assert store.lookup("o1", WORKER, b"h" * 32) == (_result("o1"), "o1")
     assert store.lookup("o2", WORKER, b"h" * 32) == (None, "o1")
     assert store.lookup("o1", WORKER, b"z" * 32) == (_result("o1"), None)
+
+
+def test_lookup_many_answers_as_lookup_does(store: WorkloadStateStore) -> None:
+    """Several lookups in one read give what each lookup gives alone."""
+    store.commit(_result("o1"), claim=True)
+    keys = [
+        ("o1", WORKER, b"h" * 32),
+        ("o2", WORKER, b"h" * 32),
+        ("o3", WORKER, b"z" * 32),
+    ]
+
+    assert store.lookup_many(keys) == [store.lookup(*key) for key in keys]
+    assert store.lookup_many(keys)[0] == (_result("o1"), "o1")
+    assert store.lookup_many([]) == []
