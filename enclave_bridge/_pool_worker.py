@@ -522,10 +522,9 @@ class _Held:
 
     job_id: int
     order_key: str
-    request: bytes
-    target: Target
-    expected_ids: Mapping[str, str] | None
     answer: Answer
+    # The order as begun (None for an error result decided outside).
+    order: _Order | None = None
     staged: tuple[StoredResult, bool] | None = None
 
 
@@ -597,7 +596,7 @@ class _Session:
         for message in messages:
             kind, job_id = message[0], message[1]
             if kind == "run":
-                self.run(job_id, message[3], begun[job_id], known.get(job_id))
+                self.run(job_id, begun[job_id], known.get(job_id))
             elif kind == "fail":
                 self.fail(message)
             else:
@@ -606,7 +605,6 @@ class _Session:
     def run(
         self,
         job_id: int,
-        request: bytes,
         order: _Order,
         known: tuple[StoredResult | None, str | None] | None,
     ) -> None:
@@ -619,15 +617,7 @@ class _Session:
         answer = self.server.finish(order, known=known, stage=stage)
         self.marker.idle()
         self.held.append(
-            _Held(
-                job_id,
-                order.order_key,
-                request,
-                order.target,
-                order.prepared.expected,
-                answer,
-                staged[0] if staged else None,
-            )
+            _Held(job_id, order.order_key, answer, order, staged[0] if staged else None)
         )
 
     def fail(self, message: tuple[Any, ...]) -> None:
@@ -644,7 +634,7 @@ class _Session:
             ids_from_wire(message[7]),
         )
         self.marker.idle()
-        self.held.append(_Held(job_id, message[2], message[3], None, None, answer))
+        self.held.append(_Held(job_id, message[2], answer))
 
     def more_waiting(self) -> bool:
         """True when a command is already buffered or in the pipe (never blocks)."""
@@ -675,9 +665,8 @@ class _Session:
             else:
                 # Its request hash was claimed for another order meanwhile:
                 # run it again, now to a "duplicate request" answer.
-                held.answer = server.run(
-                    held.order_key, held.request, held.target, held.expected_ids
-                )
+                assert held.order is not None  # only run orders are staged
+                held.answer = server.finish(held.order)
         frames = b"".join(
             _framed(encode_done(held.job_id, *held.answer)) for held in self.held
         )

@@ -14,10 +14,11 @@ returns its signed :class:`PoolResult`. Design, in the order a job meets it:
   event loop (``add_reader``/``add_writer``), length-prefixed frames: no
   per-order process spawn, thread hop or executor. Each process has up to
   ``depth`` orders outstanding, so it never waits for the parent between
-  orders; it serves them in arrival order, and commits the results of up to
-  ``_pool_worker.MAX_HELD`` stateless orders that ran back to back in one
-  transaction before sending them (only while more orders wait: an idle
-  pool answers each order at once). A shared marker page says which order
+  orders; it serves them in arrival order. It reads the orders already
+  waiting together, looks up their committed results and claims in one read,
+  and commits the results of up to ``_pool_worker.MAX_HELD`` stateless
+  orders that ran back to back in one transaction before sending them (only
+  while more orders wait: an idle pool answers each order at once). A shared marker page says which order
   a process runs, so a hang or crash is blamed on that order, never on the
   held ones before it.
 * **Scheduling.** With ``batch_scheduling`` (the default) the event-loop
