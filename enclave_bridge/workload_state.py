@@ -287,11 +287,7 @@ class SqliteWorkloadStateStore:
 
     def claimed_by(self, worker_id: str, request_hash: bytes) -> str | None:
         with _translated("read a request-hash claim"):
-            row = self._one(
-                self._sql.claim_owner, worker_id=worker_id, request_hash=request_hash
-            )
-
-        return None if row is None else str(row[0])
+            return self._claim_owner(worker_id, request_hash)
 
     def lookup(
         self, order_key: str, worker_id: str, request_hash: bytes
@@ -333,9 +329,9 @@ class SqliteWorkloadStateStore:
         with _translated("claim a request hash"), self._write():
             if self._run(self._sql.insert_claim_if_new, **keys, order_key=order_key):
                 return True
-            row = self._one(self._sql.claim_owner, **keys)
+            owner = self._claim_owner(worker_id, request_hash)
 
-        return row is not None and str(row[0]) == order_key
+        return owner == order_key
 
     def commit(
         self,
@@ -366,21 +362,17 @@ class SqliteWorkloadStateStore:
         if not staged:
             return []
         with _translated("commit work-order results"), self._write():
-            return [self._commit_stateless(result, claim) for result, claim in staged]
+            return [self._commit_result(result, claim) for result, claim in staged]
 
-    def _commit_stateless(self, result: StoredResult, claim: bool) -> CommitOutcome:
-        """commit() without state, inside a write transaction; writes only on success."""
+    def _commit_result(self, result: StoredResult, claim: bool) -> CommitOutcome:
+        """Result and claim, inside a write transaction; writes only on COMMITTED."""
         if claim and result.request_hash is None:
             raise BugError("a claim needs the request hash")
-        owner: tuple[Any, ...] | None = None
-        if claim:
-            owner = self._one(
-                self._sql.claim_owner,
-                worker_id=result.worker_id,
-                request_hash=result.request_hash,
-            )
-            if owner is not None and str(owner[0]) != result.order_key:
-                return CommitOutcome.DUPLICATE
+        owner = (
+            self._claim_owner(result.worker_id, result.request_hash) if claim else None
+        )
+        if owner not in (None, result.order_key):
+            return CommitOutcome.DUPLICATE
         if not self._insert_result(result):
             return CommitOutcome.ALREADY_COMMITTED
         if claim and owner is None:
@@ -400,32 +392,25 @@ class SqliteWorkloadStateStore:
         expected_version: int,
         new_state: Mapping[str, Any] | None,
     ) -> CommitOutcome:
-        sql = self._sql
-        # Inserts that skip existing keys find out in one statement what a
-        # read followed by an insert would; the rollback undoes them when a
-        # later step refuses the commit.
-        if claim and not self._run(
-            sql.insert_claim_if_new,
-            worker_id=result.worker_id,
-            request_hash=result.request_hash,
-            order_key=result.order_key,
-        ):
-            owner = self._one(
-                sql.claim_owner,
-                worker_id=result.worker_id,
-                request_hash=result.request_hash,
-            )
-            if owner is None or str(owner[0]) != result.order_key:
-                return CommitOutcome.DUPLICATE
+        """commit() inside a write transaction; the caller rolls back unless COMMITTED."""
         if new_state is not None:
             assert workload is not None
+            # A claim lost to another order answers DUPLICATE before a conflict.
+            if claim and self._claim_owner(
+                result.worker_id, result.request_hash
+            ) not in (None, result.order_key):
+                return CommitOutcome.DUPLICATE
             if not self._replace_state(
                 result.worker_id, workload, expected_version, encode_state(new_state)
             ):
                 return CommitOutcome.CONFLICT
-        inserted = self._insert_result(result)
+        return self._commit_result(result, claim)
 
-        return CommitOutcome.COMMITTED if inserted else CommitOutcome.ALREADY_COMMITTED
+    def _claim_owner(self, worker_id: str, request_hash: bytes | None) -> str | None:
+        row = self._one(
+            self._sql.claim_owner, worker_id=worker_id, request_hash=request_hash
+        )
+        return None if row is None else str(row[0])
 
     def _insert_result(self, result: StoredResult) -> bool:
         """Store the result unless the order has one already; True if stored."""
