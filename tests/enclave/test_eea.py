@@ -354,7 +354,7 @@ def _new(decode: Callable[[str, str], bytes], text: str) -> bytes | None:
         return None
 
 
-_HEX_ALPHABET = "0123456789abcdefABCDEFgG \t\n-+x\u0660\u00e9"
+_HEX_ALPHABET = "0123456789abcdefABCDEFgG \t\n\r\x0b\x0c-+x\u0660\u00e9"
 _B64_ALPHABET = "AZaz09+/=-_ \n\u00e9\u0660"
 
 
