@@ -5,7 +5,9 @@ from __future__ import annotations
 import fcntl
 import multiprocessing
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -310,6 +312,53 @@ def test_checkpoint_moves_the_wal_into_the_database_file(tmp_path: Path) -> None
     store.commit(_result("after"), claim=True)
     assert store.result("after") is not None
     store.close()
+
+
+def _write_until_stopped(path: str, stop: str) -> None:
+    store = SqliteWorkloadStateStore(path, create=False)
+    n = 0
+    while not os.path.exists(stop):
+        n += 1
+        result = StoredResult(
+            f"order-{n}", WORKER, 0, b"r" * 2048, n.to_bytes(32, "big"), b"s" * 65
+        )
+        store.commit(result, claim=True)
+    store.close()
+
+
+def test_checkpoints_restart_the_wal_under_continuous_writes(tmp_path: Path) -> None:
+    """A writer that never pauses still lets each checkpoint restart the WAL.
+
+    A checkpoint alone never catches up with a busy writer, so the WAL
+    only grew (to the fallback mark, some 200 MB); now the end of each
+    checkpoint holds the writers' flock, and the next commit starts the
+    WAL from its beginning.
+    """
+    path = tmp_path / "state.db"
+    stop = tmp_path / "stop"
+    SqliteWorkloadStateStore(path).close()
+    writer = multiprocessing.get_context("spawn").Process(
+        target=_write_until_stopped, args=(str(path), str(stop))
+    )
+    writer.start()
+    try:
+        wal_pages = []
+        while len(wal_pages) < 12:
+            time.sleep(0.05)
+            busy, pages, _ = checkpoint_wal(path)
+            if not busy and pages > 0:
+                wal_pages.append(pages)
+    finally:
+        stop.touch()
+        writer.join(30)
+    assert writer.exitcode == 0
+
+    # Each commit appends at least two pages (its result's and its claim's)
+    # to the WAL: a WAL that never restarted would hold them all.
+    with sqlite3.connect(path) as db:
+        (commits,) = db.execute("SELECT count(*) FROM work_order_result").fetchone()
+    assert commits > 1000
+    assert max(wal_pages) < commits, (commits, wal_pages)
 
 
 def test_state_lock_holds_back_another_process(tmp_path: Path) -> None:
