@@ -812,7 +812,12 @@ def _leave_batch_scheduling(previous: int) -> None:
 
 
 class _PipeWriter:
-    """Frames written to a non-blocking pipe, buffered while the pipe is full."""
+    """Frames written to a non-blocking pipe, buffered while the pipe is full.
+
+    Frames sent during one turn of the event loop go out in one write at
+    the start of the next: a process answers a group of orders at once, and
+    refilling it took one write (and one wake-up of the process) per order.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
         self.fd = fd
@@ -821,13 +826,20 @@ class _PipeWriter:
         self._closed = False
         self._loop = loop
         self._writing = False
+        self._flush_due = False
 
     def send(self, message: Any) -> None:
         if self._closed:
             return
         body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         self._buffer += len(body).to_bytes(4, "big") + body
-        if not self._writing:
+        if not self._writing and not self._flush_due:
+            self._flush_due = True
+            self._loop.call_soon(self._due)
+
+    def _due(self) -> None:
+        self._flush_due = False
+        if not self._closed and not self._writing:
             self._flush()
 
     def _flush(self) -> None:
@@ -853,6 +865,9 @@ class _PipeWriter:
     def close(self) -> None:
         if self._closed:
             return
+        if self._flush_due:
+            # What was sent this turn still goes out, as far as the pipe takes it.
+            self._flush()
         self._closed = True
         if self._writing:
             self._loop.remove_writer(self.fd)
