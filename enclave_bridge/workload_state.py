@@ -601,10 +601,13 @@ def _stored(order_key: str, row: tuple[Any, ...]) -> StoredResult:
 
 @contextlib.contextmanager
 def _translated(action: str) -> Iterator[None]:
-    """The one place where database errors become StoreError."""
+    """The one place where database errors become StoreError.
+
+    OSError too: the lock files beside the database fail that way.
+    """
     try:
         yield
-    except (sqlite3.Error, SQLAlchemyError) as exc:
+    except (sqlite3.Error, SQLAlchemyError, OSError) as exc:
         raise StoreError(
             f"cannot {action}: {exc}; is the state database on a local disk and "
             "writable, and is another program holding a lock on it?"
@@ -640,21 +643,23 @@ def checkpoint_wal(path: Path | str) -> tuple[int, int, int]:
     (busy, pages in the WAL, pages copied) of the second.
     """
     with _translated(f"checkpoint the workload-state database {path}"):
-        conn = sqlite3.connect(path, isolation_level=None)
         writers = os.open(
             f"{path}.writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
         try:
-            conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            fcntl.flock(writers, fcntl.LOCK_EX)
+            conn = sqlite3.connect(path, isolation_level=None)
             try:
-                row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                fcntl.flock(writers, fcntl.LOCK_EX)
+                try:
+                    row = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                finally:
+                    fcntl.flock(writers, fcntl.LOCK_UN)
             finally:
-                fcntl.flock(writers, fcntl.LOCK_UN)
+                conn.close()
         finally:
             os.close(writers)
-            conn.close()
     busy, pages, copied = (int(value) for value in row)
     return busy, pages, copied
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from enclave_bridge.errors import StoreError
 from enclave_bridge.workload import WorkloadContext, WorkloadInput
 from enclave_bridge.workload_state import (
     CommitOutcome,
@@ -359,6 +360,19 @@ def test_checkpoints_restart_the_wal_under_continuous_writes(tmp_path: Path) -> 
         (commits,) = db.execute("SELECT count(*) FROM work_order_result").fetchone()
     assert commits > 1000
     assert max(wal_pages) < commits, (commits, wal_pages)
+
+
+def test_a_checkpoint_that_cannot_lock_writers_raises_store_error(
+    tmp_path: Path,
+) -> None:
+    """The pool's checkpointer logs StoreError and goes on; other errors would end it."""
+    path = tmp_path / "state.db"
+    SqliteWorkloadStateStore(path).close()
+    (tmp_path / "state.db.writer").unlink()
+    (tmp_path / "state.db.writer").mkdir()
+
+    with pytest.raises(StoreError, match="checkpoint the workload-state database"):
+        checkpoint_wal(path)
 
 
 def test_state_lock_holds_back_another_process(tmp_path: Path) -> None:
