@@ -327,11 +327,14 @@ class EnclavePool:
         """Checkpoint the state store's WAL every interval, in a thread."""
         while True:
             await asyncio.sleep(self._checkpoint_interval)
+            # A failed checkpoint is logged and tried again next time; the
+            # processes checkpoint for themselves past the fallback mark.
             try:
                 await asyncio.to_thread(checkpoint_wal, self.state_path)
             except StoreError as exc:
-                # The processes checkpoint for themselves past the fallback mark.
                 log.warning("workload-state checkpoint failed: %s", exc)
+            except Exception:
+                log.exception("workload-state checkpoint failed unexpectedly")
 
     async def close(self) -> None:
         """Stop taking work, let running orders finish briefly, stop every process by PID."""
@@ -340,7 +343,9 @@ class EnclavePool:
         self._closing = True
         if self._checkpointer is not None:
             self._checkpointer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # Closing goes on whatever ended the checkpointer: the processes
+            # must be stopped.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._checkpointer
         for pending in self._queue:
             _reject(

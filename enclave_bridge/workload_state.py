@@ -647,7 +647,10 @@ def checkpoint_wal(path: Path | str) -> tuple[int, int, int]:
             f"{path}.writer", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
         try:
-            conn = sqlite3.connect(path, isolation_level=None)
+            # mode=rw: a database deleted under a running pool is an error to
+            # report, not an empty file to create.
+            uri = f"{Path(path).resolve().as_uri()}?mode=rw"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
             try:
                 conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()

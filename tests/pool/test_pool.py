@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from eth_utils.crypto import keccak
 
+from enclave_bridge import pool as pool_module
 from enclave_bridge.eea import EeaError
 from enclave_bridge.errors import ConfigurationError, PoolError
 from enclave_bridge.identity import SealedIdentity
@@ -280,6 +281,47 @@ async def test_parent_checkpoints_the_state_wal(
             await asyncio.sleep(0.05)
 
         assert path.stat().st_size > before
+
+
+async def test_an_unexpected_checkpoint_error_is_logged_and_close_still_stops_all(
+    tmp_path: Path,
+    sealed_worker: SealedIdentity,
+    make_order: OrderMaker,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The checkpointer survives an error it did not expect; close() stops every process."""
+    calls = []
+
+    def broken_checkpoint(path: Path) -> None:
+        calls.append(path)
+        raise RuntimeError("checkpoint exploded")
+
+    monkeypatch.setattr(pool_module, "checkpoint_wal", broken_checkpoint)
+    running = EnclavePool(
+        [sealed_worker],
+        PASSPHRASE,
+        tmp_path / "state.db",
+        processes=1,
+        registry=TEST_REGISTRY,
+        checkpoint_interval=0.02,
+    )
+    await running.start()
+    pids = running.pids()
+    for _ in range(200):
+        if len(calls) >= 3:
+            break
+        await asyncio.sleep(0.02)
+    job, _ = make_order("echo-result", "still served")
+    assert (await running.submit(job)).status == 0
+
+    await running.close()
+
+    assert len(calls) >= 3
+    assert "checkpoint failed unexpectedly" in caplog.text
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 @pytest.fixture

@@ -375,6 +375,19 @@ def test_a_checkpoint_that_cannot_lock_writers_raises_store_error(
         checkpoint_wal(path)
 
 
+def test_a_checkpoint_of_a_deleted_database_fails_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    SqliteWorkloadStateStore(path).close()
+    path.unlink()
+
+    with pytest.raises(StoreError, match="checkpoint the workload-state database"):
+        checkpoint_wal(path)
+
+    assert not path.exists()
+
+
 def test_state_lock_holds_back_another_process(tmp_path: Path) -> None:
     """While one process holds a state's lock, another's order on that state waits."""
     path = tmp_path / "state.db"
