@@ -364,7 +364,10 @@ class EnclavePool:
             await self._stop(process, deadline)
         for process in list(self._processes):
             self._forget(
-                process, PoolError("the enclave pool closed while this order ran")
+                process,
+                PoolError(
+                    "the enclave pool closed before this work order was answered"
+                ),
             )
         await asyncio.gather(*self._reapers)
         if self._saved_policy is not None:
