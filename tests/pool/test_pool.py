@@ -324,6 +324,35 @@ async def test_an_unexpected_checkpoint_error_is_logged_and_close_still_stops_al
             os.kill(pid, 0)
 
 
+async def test_a_busy_wal_is_checkpointed_sooner(
+    tmp_path: Path,
+    sealed_worker: SealedIdentity,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a checkpoint that found a large WAL, the next one comes a tenth of the interval later."""
+    found: list[int] = []
+
+    def checkpoint(path: Path) -> tuple[int, int, int]:
+        pages = 10 if len(found) >= 3 else pool_module.CHECKPOINT_BUSY_PAGES
+        found.append(pages)
+        return 0, pages, pages
+
+    monkeypatch.setattr(pool_module, "checkpoint_wal", checkpoint)
+    async with open_pool(
+        [sealed_worker],
+        PASSPHRASE,
+        tmp_path / "state.db",
+        processes=1,
+        registry=TEST_REGISTRY,
+        checkpoint_interval=1.0,
+    ):
+        await asyncio.sleep(1.7)
+
+    # 1.0 s, then 0.1 s after each of the three busy ones: four by 1.3 s,
+    # and no fifth before 2.3 s (the fourth found a small WAL).
+    assert found == [pool_module.CHECKPOINT_BUSY_PAGES] * 3 + [10]
+
+
 @pytest.fixture
 async def one_process_pool(
     tmp_path: Path, sealed_worker: SealedIdentity
