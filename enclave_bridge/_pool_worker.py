@@ -84,8 +84,16 @@ MAX_FRAME_BYTES = 256 * 1024 * 1024
 # to an answer on the machine measured, and only while more orders wait.
 MAX_HELD = 8
 
-# The marker: job id (0: no order running) and its start, time.monotonic().
-MARKER = struct.Struct("=Qd")
+# The marker: a sequence number, then the job id (0: no order running) and
+# its start, time.monotonic(). The sequence is odd while the process writes:
+# the parent reads the two fields from another process and must never pair
+# one order's id with another's start (a start of 0.0 would be a timeout).
+MARKER = struct.Struct("=QQd")
+_SEQUENCE = struct.Struct("=Q")
+_FIELDS = struct.Struct("=Qd")
+# A writer is never paused for long between its two stores; a reader that
+# keeps finding it mid-write reports no order running and looks again later.
+_READ_TRIES = 1000
 
 
 class Marker:
@@ -94,18 +102,30 @@ class Marker:
     def __init__(self, fd: int) -> None:
         self._map = mmap.mmap(fd, MARKER.size)
         os.close(fd)
+        self._sequence = 0
 
     def running(self, job_id: int) -> None:
-        MARKER.pack_into(self._map, 0, job_id, time.monotonic())
+        self._write(job_id, time.monotonic())
 
     def idle(self) -> None:
-        MARKER.pack_into(self._map, 0, 0, 0.0)
+        self._write(0, 0.0)
+
+    def _write(self, job_id: int, started: float) -> None:
+        _SEQUENCE.pack_into(self._map, 0, self._sequence + 1)
+        _FIELDS.pack_into(self._map, _SEQUENCE.size, job_id, started)
+        self._sequence += 2
+        _SEQUENCE.pack_into(self._map, 0, self._sequence)
 
 
 def read_marker(view: mmap.mmap) -> tuple[int, float]:
     """(job id, started at) as the process last wrote it; job id 0: none."""
-    job_id, started = MARKER.unpack_from(view, 0)
-    return int(job_id), float(started)
+    for _ in range(_READ_TRIES):
+        (before,) = _SEQUENCE.unpack_from(view, 0)
+        job_id, started = _FIELDS.unpack_from(view, _SEQUENCE.size)
+        (after,) = _SEQUENCE.unpack_from(view, 0)
+        if before == after and not before % 2:
+            return int(job_id), float(started)
+    return 0, 0.0
 
 
 Target = EthereumTarget | FabricTarget | OracleTarget | None

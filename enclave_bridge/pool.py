@@ -18,9 +18,9 @@ returns its signed :class:`PoolResult`. Design, in the order a job meets it:
   waiting together, looks up their committed results and claims in one read,
   and commits the results of up to ``_pool_worker.MAX_HELD`` stateless
   orders that ran back to back in one transaction before sending them (only
-  while more orders wait: an idle pool answers each order at once). A shared marker page says which order
-  a process runs, so a hang or crash is blamed on that order, never on the
-  held ones before it.
+  while more orders wait: an idle pool answers each order at once). A
+  shared marker page says which order a process runs, so a hang or crash
+  is blamed on that order, never on the held ones before it.
 * **Scheduling.** With ``batch_scheduling`` (the default) the event-loop
   thread, and the processes it starts, run under SCHED_BATCH: a woken
   parent no longer preempts a busy pool process for every result. Measured
@@ -579,9 +579,8 @@ class EnclavePool:
             # One order was running; the others either never started or
             # finished with their results held uncommitted: back to the
             # queue as they were, unharmed.
-            culprit = process.culprit or self._running(process, outstanding)
-            if culprit is None:
-                culprit = outstanding[0]
+            running = self._running(process, outstanding)
+            culprit = process.culprit or (running[0] if running else outstanding[0])
             for pending in reversed(outstanding):
                 if pending is culprit:
                     self._requeue_head(pending, timed_out=process.culprit is not None)
@@ -613,12 +612,14 @@ class EnclavePool:
 
     def _running(
         self, process: _Process, outstanding: Sequence[_Pending]
-    ) -> _Pending | None:
-        """The order the process's marker says it runs, if any."""
+    ) -> tuple[_Pending, float] | None:
+        """The order the process's marker says it runs, and since when (monotonic)."""
         if process.marker is None:
             return None
-        job_id, _ = wire.read_marker(process.marker)
-        return next((p for p in outstanding if p.job_id == job_id), None)
+        # One read for both: the process may move to its next order meanwhile.
+        job_id, started = wire.read_marker(process.marker)
+        pending = next((p for p in outstanding if p.job_id == job_id), None)
+        return None if pending is None else (pending, started)
 
     def _on_timeout(self, process: _Process, head: _Pending) -> None:
         if process.exited or not process.outstanding:
@@ -672,11 +673,9 @@ class EnclavePool:
         running = self._running(process, process.outstanding)
         if running is not None:
             process.idle_seen = False
-            assert process.marker is not None
-            _, started = wire.read_marker(process.marker)
+            culprit, started = running
             # The marker holds time.monotonic(); the loop's clock may differ.
-            deadline = started + self._cap(running) - time.monotonic() + now
-            culprit = running
+            deadline = started + self._cap(culprit) - time.monotonic() + now
         elif not process.idle_seen:
             # Between orders (committing, sending): look again one cap later.
             process.idle_seen = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import subprocess
 import sys
@@ -62,3 +63,29 @@ def test_done_frames_round_trip() -> None:
         True,
     )
     assert wire.decode_done(bare) == (8, 2, b'{"error":{}}', None, None, False)
+
+
+def test_the_marker_is_never_read_half_written() -> None:
+    """A reader sees a whole (order, start) pair, or no order while the writer is mid-way."""
+    fd = os.memfd_create("test-marker")
+    os.ftruncate(fd, wire.MARKER.size)
+    view = mmap.mmap(fd, wire.MARKER.size)
+    marker = wire.Marker(os.dup(fd))
+    os.close(fd)
+
+    marker.running(7)
+    job_id, started = wire.read_marker(view)
+    assert job_id == 7 and 0 < started <= time.monotonic()
+
+    # The process stopped between its two stores: the next order's id is
+    # written, its start not yet.
+    sequence = int.from_bytes(view[:8], sys.byteorder)
+    view[:8] = (sequence + 1).to_bytes(8, sys.byteorder)
+    view[8:16] = (8).to_bytes(8, sys.byteorder)
+    assert wire.read_marker(view) == (0, 0.0)
+
+    marker.idle()
+    assert wire.read_marker(view) == (0, 0.0)
+    marker.running(9)
+    assert wire.read_marker(view)[0] == 9
+    view.close()
